@@ -1,0 +1,47 @@
+# tradevest-django developer commands. Needs only Python 3.10+ and make.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: help demo test lint typecheck test-django42 docs clean
+
+help:
+	@echo "make demo          run the example against the embedded fake Tradevest server"
+	@echo "make test          lint, type-check and run the whole test suite"
+	@echo "make test-django42 run the test suite against Django 4.2 LTS (nox)"
+	@echo "make docs          build the documentation site (warnings are errors)"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed-test: $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed-test
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+demo: $(VENV)/.installed-test
+	$(BIN)/python -m tradevest_django.demo
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.installed-test
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-django42: $(VENV)/.installed-dev
+	$(BIN)/nox --session "tests(django='4.2')"
+
+docs: $(VENV)/.installed-dev
+	$(BIN)/mkdocs build --strict
+
+clean:
+	rm -rf $(VENV) .nox build dist site *.egg-info .mypy_cache .ruff_cache .pytest_cache

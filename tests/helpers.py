@@ -1,0 +1,60 @@
+"""Small test doubles: a clock that moves only when told, and a cache that counts its calls."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+from django.core.cache.backends.locmem import LocMemCache
+
+
+class FakeClock:
+    """``clock()`` returns a time that moves only through ``advance`` or the paired ``sleep``."""
+
+    def __init__(self, start: float | None = None) -> None:
+        # Starts at the real time: the fake server's Date header must agree with it.
+        self.now = time.time() if start is None else start
+        self.sleeps: list[float] = []
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self.now += seconds
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.advance(seconds)
+
+
+class CountingCache:
+    """A local-memory cache that records every call made to it."""
+
+    def __init__(self, name: str = "counting") -> None:
+        self.inner = LocMemCache(name, {})
+        self.calls: Counter[str] = Counter()
+        self.timeouts: list[Any] = []
+        self.fail = False
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            if self.fail:
+                raise ConnectionError("cache is down")
+            if name in ("set", "add"):
+                self.timeouts.append(args[2] if len(args) > 2 else kwargs.get("timeout"))
+            return attr(*args, **kwargs)
+
+        return call
+
+    @property
+    def total_calls(self) -> int:
+        return sum(self.calls.values())

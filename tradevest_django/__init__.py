@@ -1,0 +1,38 @@
+"""tradevest-django: fleet-wide cached Tradevest OAuth2 tokens and ready API sessions.
+
+Public API::
+
+    from tradevest_django import get_token, get_session, TradevestAuth
+
+Everything here is safe to import before settings are configured: nothing reads settings
+until it is used.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .api import get_manager, get_token, invalidate_token  # noqa: E402
+from .exceptions import (  # noqa: E402
+    BadTokenResponse,
+    TokenEndpointError,
+    TokenEndpointUnavailable,
+    TradevestConfigurationError,
+    TradevestError,
+)
+from .manager import TokenManager  # noqa: E402
+from .tokens import Token  # noqa: E402
+
+__all__ = [
+    "BadTokenResponse",
+    "Token",
+    "TokenEndpointError",
+    "TokenEndpointUnavailable",
+    "TokenManager",
+    "TradevestConfigurationError",
+    "TradevestError",
+    "__version__",
+    "get_manager",
+    "get_token",
+    "invalidate_token",
+]

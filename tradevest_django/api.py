@@ -1,0 +1,57 @@
+"""Module-level access to one :class:`~tradevest_django.manager.TokenManager` per alias."""
+
+from __future__ import annotations
+
+import threading
+
+from django.core.signals import setting_changed
+
+from .conf import SETTING, get_config
+from .manager import TokenManager
+from .tokens import Token
+
+_lock = threading.Lock()
+_managers: dict[str, TokenManager] = {}
+
+
+def get_manager(alias: str = "default") -> TokenManager:
+    """Return the process-wide token manager of a ``TRADEVEST`` alias.
+
+    Raises:
+        TradevestConfigurationError: the alias is missing or its settings are invalid.
+    """
+    manager = _managers.get(alias)
+    if manager is None:
+        with _lock:
+            manager = _managers.get(alias)
+            if manager is None:
+                manager = _managers[alias] = TokenManager(get_config(alias))
+    return manager
+
+
+def get_token(alias: str = "default") -> Token:
+    """Return a valid access token for ``alias``, shared with the whole fleet through the cache.
+
+    See :meth:`TokenManager.get_token <tradevest_django.manager.TokenManager.get_token>` for
+    the exceptions it raises.
+    """
+    return get_manager(alias).get_token()
+
+
+def invalidate_token(token: Token, alias: str = "default", reason: str = "rejected by the API (401)") -> None:
+    """Drop ``token`` after the API rejected it; the next :func:`get_token` gets a fresh one."""
+    get_manager(alias).invalidate(token, reason=reason)
+
+
+def reset() -> None:
+    """Forget every manager (and with them the in-process tokens); the cache is untouched."""
+    with _lock:
+        _managers.clear()
+
+
+def _on_setting_changed(*, setting: str, **kwargs: object) -> None:
+    if setting in (SETTING, "CACHES"):
+        reset()
+
+
+setting_changed.connect(_on_setting_changed, dispatch_uid="tradevest_django.api")

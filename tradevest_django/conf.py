@@ -1,0 +1,383 @@
+"""The ``TRADEVEST`` setting: parsing, validation and lazy, per-alias access.
+
+``TRADEVEST`` is shaped like ``DATABASES``/``CACHES``::
+
+    TRADEVEST = {
+        "default": {
+            "CLIENT_ID": "...",
+            "CLIENT_SECRET": "...",
+            "ENVIRONMENT": "test",  # or "pretest" or "production"
+        },
+    }
+
+Nothing is read at import time. Parsed aliases are cached and dropped on Django's
+``setting_changed``, so ``override_settings`` works. Every problem is reported as a
+:class:`Problem` (the system checks reuse them) or raised as
+:class:`~tradevest_django.exceptions.TradevestConfigurationError`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.signals import setting_changed
+
+from .exceptions import TradevestConfigurationError
+
+SETTING = "TRADEVEST"
+
+#: ENVIRONMENT -> (auth server, API server).
+ENVIRONMENTS: dict[str, tuple[str, str]] = {
+    name: (
+        f"https://b2b.auth.platform-{host}.tradevest.ai",
+        f"https://tvda-api.platform-{host}.tradevest.ai",
+    )
+    for name, host in (("test", "test"), ("pretest", "pretest"), ("production", "prod"))
+}
+
+Timeout = tuple[float, float]
+
+#: Optional keys and their defaults; documented in docs/configuration.md.
+DEFAULTS: dict[str, Any] = {
+    "ENVIRONMENT": None,
+    "AUTH_URL": None,
+    "API_URL": None,
+    "TOKEN_PATH": "/oauth2/token",
+    "SCOPE": None,
+    "CACHE": "default",
+    "TOKEN_TIMEOUT": (3.05, 10.0),
+    "TOKEN_RETRIES": 3,
+    "TOKEN_DEADLINE": 15.0,
+    "API_TIMEOUT": (3.05, 30.0),
+    "API_RETRIES": 3,
+    "EXPIRY_MARGIN": 30.0,
+    "REFRESH_WINDOW": 0.1,
+    "REFRESH_WINDOW_MAX": 300.0,
+    "LOCK_TIMEOUT": 10,
+    "FAILURE_COOLDOWN": 30,
+}
+REQUIRED = ("CLIENT_ID", "CLIENT_SECRET")
+KNOWN_KEYS = frozenset(REQUIRED) | frozenset(DEFAULTS)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the configuration; ``check_id`` is its system check id."""
+
+    check_id: str
+    alias: str | None
+    key: str | None
+    msg: str
+    hint: str
+
+    def error(self) -> TradevestConfigurationError:
+        return TradevestConfigurationError(f"{self.msg} {self.hint}", alias=self.alias, key=self.key)
+
+
+@dataclass(frozen=True)
+class AliasConfig:
+    """The validated configuration of one alias. The secret is left out of ``repr``."""
+
+    alias: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    auth_url: str
+    api_url: str | None = None
+    environment: str | None = None
+    token_path: str = "/oauth2/token"
+    scope: str | None = None
+    cache_alias: str = "default"
+    token_timeout: Timeout = (3.05, 10.0)
+    token_retries: int = 3
+    token_deadline: float = 15.0
+    api_timeout: Timeout = (3.05, 30.0)
+    api_retries: int = 3
+    expiry_margin: float = 30.0
+    refresh_window: float = 0.1
+    refresh_window_max: float = 300.0
+    lock_timeout: int = 10
+    failure_cooldown: int = 30
+
+    @property
+    def token_url(self) -> str:
+        return self.auth_url + self.token_path
+
+    @property
+    def auth_host(self) -> str:
+        return urlsplit(self.auth_url).netloc
+
+    @property
+    def masked_client_id(self) -> str:
+        return mask(self.client_id)
+
+    @classmethod
+    def from_dict(
+        cls, alias: str, options: Mapping[str, Any], *, check_cache: bool = True
+    ) -> AliasConfig:
+        """Validate one alias's options and build its config, raising the first problem.
+
+        ``check_cache=False`` skips checking ``CACHE`` against ``CACHES`` (for a manager given
+        a cache object directly).
+        """
+        problems = validate_alias(alias, options, check_cache=check_cache)
+        if problems:
+            raise problems[0].error()
+        values = {**DEFAULTS, **options}
+        env = values["ENVIRONMENT"]
+        auth_default, api_default = ENVIRONMENTS.get(env, (None, None))
+        scope = values["SCOPE"]
+        return cls(
+            alias=alias,
+            client_id=values["CLIENT_ID"],
+            client_secret=values["CLIENT_SECRET"],
+            environment=env,
+            auth_url=(values["AUTH_URL"] or auth_default).rstrip("/"),
+            api_url=(values["API_URL"] or api_default or "").rstrip("/") or None,
+            token_path=values["TOKEN_PATH"],
+            scope=" ".join(scope) if isinstance(scope, list | tuple) else scope,
+            cache_alias=values["CACHE"],
+            token_timeout=_timeout(values["TOKEN_TIMEOUT"]),
+            token_retries=values["TOKEN_RETRIES"],
+            token_deadline=float(values["TOKEN_DEADLINE"]),
+            api_timeout=_timeout(values["API_TIMEOUT"]),
+            api_retries=values["API_RETRIES"],
+            expiry_margin=float(values["EXPIRY_MARGIN"]),
+            refresh_window=float(values["REFRESH_WINDOW"]),
+            refresh_window_max=float(values["REFRESH_WINDOW_MAX"]),
+            lock_timeout=values["LOCK_TIMEOUT"],
+            failure_cooldown=values["FAILURE_COOLDOWN"],
+        )
+
+
+def mask(value: str) -> str:
+    """Show enough of an identifier to recognise it, not to copy it: ``"7f3a…c9"``."""
+    if len(value) <= 6:
+        return value[:1] + "…"
+    return f"{value[:4]}…{value[-2:]}"
+
+
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _timeout(value: float | tuple[float, float] | list[float]) -> Timeout:
+    if isinstance(value, int | float):
+        return (float(value), float(value))
+    return (float(value[0]), float(value[1]))
+
+
+def _is_number(value: object, *, minimum: float = 0.0, integer: bool = False) -> bool:
+    kinds = (int,) if integer else (int, float)
+    return isinstance(value, kinds) and not isinstance(value, bool) and value >= minimum
+
+
+def _is_timeout(value: object) -> bool:
+    if isinstance(value, list | tuple):
+        return len(value) == 2 and all(_is_number(v, minimum=0.001) for v in value)
+    return _is_number(value, minimum=0.001)
+
+
+_VALUE_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
+    "TOKEN_PATH": (lambda v: isinstance(v, str) and v.startswith("/"), "a path such as '/oauth2/token'"),
+    "SCOPE": (
+        lambda v: v is None
+        or (isinstance(v, str) and bool(v.strip()))
+        or (isinstance(v, list | tuple) and bool(v) and all(isinstance(s, str) and s for s in v)),
+        "None (no scope is sent), a string or a list of strings",
+    ),
+    "CACHE": (lambda v: isinstance(v, str) and bool(v), "the name of an alias in CACHES"),
+    "TOKEN_TIMEOUT": (_is_timeout, "seconds, or a (connect, read) pair of seconds"),
+    "API_TIMEOUT": (_is_timeout, "seconds, or a (connect, read) pair of seconds"),
+    "TOKEN_RETRIES": (lambda v: _is_number(v, integer=True), "a whole number >= 0"),
+    "API_RETRIES": (lambda v: _is_number(v, integer=True), "a whole number >= 0"),
+    "TOKEN_DEADLINE": (lambda v: _is_number(v, minimum=0.1), "seconds (>= 0.1)"),
+    "EXPIRY_MARGIN": (_is_number, "seconds (>= 0)"),
+    "REFRESH_WINDOW": (
+        lambda v: _is_number(v) and float(v) <= 0.5,  # type: ignore[arg-type]
+        "a fraction of the token lifetime between 0 and 0.5",
+    ),
+    "REFRESH_WINDOW_MAX": (_is_number, "seconds (>= 0)"),
+    "LOCK_TIMEOUT": (lambda v: _is_number(v, minimum=1, integer=True), "whole seconds >= 1"),
+    "FAILURE_COOLDOWN": (lambda v: _is_number(v, integer=True), "whole seconds >= 0"),
+}
+
+
+def validate_alias(alias: str, options: object, *, check_cache: bool = True) -> list[Problem]:
+    """Return every problem of one alias's options (empty when it is usable)."""
+    where = f"{SETTING}[{alias!r}]"
+    if not isinstance(options, Mapping):
+        return [
+            Problem(
+                "tradevest_django.E002", alias, None, f"{where} must be a dict.",
+                f"Give it the alias's options, e.g. {where} = {{'CLIENT_ID': ..., "
+                "'CLIENT_SECRET': ..., 'ENVIRONMENT': 'test'}.",
+            )
+        ]
+    problems: list[Problem] = []
+    for key in options:
+        if key not in KNOWN_KEYS:
+            close = difflib.get_close_matches(str(key), KNOWN_KEYS, n=1)
+            suggestion = f"Did you mean {close[0]!r}? " if close else ""
+            problems.append(
+                Problem(
+                    "tradevest_django.E007", alias, str(key), f"{where} has an unknown key {key!r}.",
+                    f"{suggestion}Known keys: {', '.join(sorted(KNOWN_KEYS))}.",
+                )
+            )
+    for key in REQUIRED:
+        value = options.get(key)
+        if not isinstance(value, str) or not value.strip():
+            problems.append(
+                Problem(
+                    "tradevest_django.E003", alias, key, f"{where}[{key!r}] is missing or empty.",
+                    f"Set {where}[{key!r}] (e.g. from the TRADEVEST_{key} environment variable).",
+                )
+            )
+    env = options.get("ENVIRONMENT")
+    if env is not None and env not in ENVIRONMENTS:
+        problems.append(
+            Problem(
+                "tradevest_django.E004", alias, "ENVIRONMENT",
+                f"{where}['ENVIRONMENT'] is {env!r}, which is not a Tradevest environment.",
+                "Use one of 'test', 'pretest' or 'production'.",
+            )
+        )
+    if env is None and not options.get("AUTH_URL"):
+        problems.append(
+            Problem(
+                "tradevest_django.E004", alias, "ENVIRONMENT", f"{where} names no ENVIRONMENT.",
+                f"Set {where}['ENVIRONMENT'] to 'test', 'pretest' or 'production' "
+                "(TRADEVEST_ENVIRONMENT), or give an explicit AUTH_URL. There is no default, "
+                "so that nothing talks to production by accident.",
+            )
+        )
+    for key in ("AUTH_URL", "API_URL"):
+        if options.get(key) is not None:
+            problems.extend(_url_problems(alias, key, options[key]))
+    for key, (is_valid, expected) in _VALUE_RULES.items():
+        if key in options and not is_valid(options[key]):
+            problems.append(
+                Problem(
+                    "tradevest_django.E008", alias, key,
+                    f"{where}[{key!r}] has an invalid value {options[key]!r}.",
+                    f"Use {expected}; or leave it out for the default ({DEFAULTS[key]!r}).",
+                )
+            )
+    cache = options.get("CACHE", DEFAULTS["CACHE"])
+    if check_cache and isinstance(cache, str) and cache not in getattr(settings, "CACHES", {}):
+        problems.append(
+            Problem(
+                "tradevest_django.E006", alias, "CACHE",
+                f"{where}['CACHE'] names the cache {cache!r}, which is not in CACHES.",
+                f"Add {cache!r} to CACHES or set {where}['CACHE'] to one of: "
+                f"{', '.join(getattr(settings, 'CACHES', {})) or '(none configured)'}.",
+            )
+        )
+    return problems
+
+
+def _url_problems(alias: str, key: str, value: object) -> list[Problem]:
+    where = f"{SETTING}[{alias!r}][{key!r}]"
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        return [
+            Problem(
+                "tradevest_django.E005", alias, key, f"{where} is not an absolute http(s) URL.",
+                "Use a URL such as 'https://b2b.auth.platform-test.tradevest.ai', or leave it "
+                "out to use the ENVIRONMENT's host.",
+            )
+        ]
+    if parts.username or parts.password or parts.query or parts.fragment:
+        return [
+            Problem(
+                "tradevest_django.E005", alias, key,
+                f"{where} must not contain credentials, a query or a fragment.",
+                "Give only scheme, host, port and path; credentials go in CLIENT_ID and "
+                "CLIENT_SECRET.",
+            )
+        ]
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        return [
+            Problem(
+                "tradevest_django.E005", alias, key,
+                f"{where} uses plain http:// for a host that is not loopback.",
+                "Use https://: tokens and the client secret must travel over TLS. Plain http is "
+                "only allowed for 127.0.0.1, ::1 and localhost (test servers).",
+            )
+        ]
+    return []
+
+
+def validate_setting(value: object) -> list[Problem]:
+    """Return every problem of the whole ``TRADEVEST`` setting."""
+    if not isinstance(value, Mapping) or not value:
+        return [
+            Problem(
+                "tradevest_django.E001", None, None,
+                f"The {SETTING} setting is missing, empty or not a dict.",
+                f"Add {SETTING} = {{'default': {{'CLIENT_ID': ..., 'CLIENT_SECRET': ..., "
+                "'ENVIRONMENT': 'test'}} to your settings (tradevest_django.env.tradevest_env "
+                "builds the inner dict from environment variables).",
+            )
+        ]
+    problems: list[Problem] = []
+    for alias, options in value.items():
+        problems.extend(validate_alias(str(alias), options))
+    return problems
+
+
+_lock = threading.Lock()
+_configs: dict[str, AliasConfig] = {}
+
+
+def get_config(alias: str = "default") -> AliasConfig:
+    """Return the validated configuration of ``alias``, parsing the setting on first use."""
+    config = _configs.get(alias)
+    if config is not None:
+        return config
+    raw = getattr(settings, SETTING, None)
+    if not isinstance(raw, Mapping) or not raw:
+        raise validate_setting(raw)[0].error()
+    if alias not in raw:
+        raise TradevestConfigurationError(
+            f"{SETTING} has no alias {alias!r}. Configured aliases: {', '.join(map(str, raw))}.",
+            alias=alias,
+        )
+    config = AliasConfig.from_dict(alias, raw[alias])
+    with _lock:
+        _configs[alias] = config
+    return config
+
+
+def configured_aliases() -> list[str]:
+    """Return the aliases of the ``TRADEVEST`` setting, in order (empty if unset)."""
+    raw = getattr(settings, SETTING, None)
+    return [str(alias) for alias in raw] if isinstance(raw, Mapping) else []
+
+
+def reset() -> None:
+    """Forget the parsed configuration (done automatically when settings change in tests)."""
+    with _lock:
+        _configs.clear()
+
+
+def _on_setting_changed(*, setting: str, **kwargs: object) -> None:
+    if setting in (SETTING, "CACHES"):
+        reset()
+
+
+setting_changed.connect(_on_setting_changed, dispatch_uid="tradevest_django.conf")

@@ -1,0 +1,391 @@
+"""The token manager: one token per credential set for a whole fleet, never a blocked caller.
+
+How a token is found, from cheapest to dearest:
+
+1. the in-process copy (no I/O, no lock: the hot path);
+2. the shared Django cache, where any worker of the fleet may have stored a newer token;
+3. the token endpoint, asked by one caller at a time: a thread lock in the process and a
+   short-lived ``cache.add`` lock across processes; everyone else waits for the result.
+
+Inside the refresh window (the last ~10 % of a token's life) one background thread per process
+looks in the cache and, only if nobody stored a newer token yet, fetches one, while callers keep
+the still-valid token. Callers wait only when no valid token exists at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from typing import Any
+
+from django.core.cache import BaseCache
+
+from . import signals
+from .conf import AliasConfig
+from .endpoint import FetchResult, TokenEndpoint
+from .exceptions import (
+    TokenEndpointError,
+    TokenEndpointUnavailable,
+    TradevestError,
+    error_class_for,
+)
+from .shared import SharedState
+from .tokens import Token
+
+logger = logging.getLogger(__name__)
+
+#: Back-off shared by the fleet after an outage that did not say how long (no Retry-After).
+OUTAGE_COOLDOWN = 2.0
+_managers: weakref.WeakSet[TokenManager] = weakref.WeakSet()
+
+
+@dataclass(frozen=True)
+class _State:
+    """Published as one attribute so readers never see a token with another token's times."""
+
+    token: Token
+    refresh_at: float
+    usable_until: float
+
+
+class TokenManager:
+    """Obtains, shares and refreshes the access token of one credential set.
+
+    Most projects never build one: :func:`tradevest_django.get_token` uses one per ``TRADEVEST``
+    alias. Build your own for credentials that do not live in settings (one per tenant)::
+
+        manager = TokenManager.from_options(
+            "tenant-42",
+            {"CLIENT_ID": ..., "CLIENT_SECRET": ..., "ENVIRONMENT": "production"},
+            cache=caches["tokens"],
+        )
+        token = manager.get_token()
+
+    ``clock``, ``sleep`` and ``rng`` exist for tests.
+    """
+
+    def __init__(
+        self,
+        config: AliasConfig,
+        *,
+        cache: BaseCache | None = None,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], None] | None = None,
+        rng: random.Random | None = None,
+    ):
+        self.config = config
+        self.alias = config.alias
+        self._clock = clock or (lambda: time.time())
+        self._sleep = sleep or (lambda seconds: time.sleep(seconds))
+        self._rng = rng or random.Random()
+        self.endpoint = TokenEndpoint(config, clock=self._clock, sleep=self._sleep, rng=self._rng)
+        self.shared = SharedState(config, cache)
+        self._state: _State | None = None
+        self._skew = 0.0
+        self._fetch_duration = 0.0
+        self._failure: dict[str, Any] | None = None
+        self._init_locks()
+        #: When this process last obtained a new token, and the last error it met (status page).
+        self.last_refresh: datetime | None = None
+        self.last_error: TradevestError | None = None
+        _managers.add(self)
+
+    def _init_locks(self) -> None:
+        self._lock = threading.Lock()  # single flight for callers that must wait
+        self._refreshing = threading.Lock()  # at most one background refresh
+        self._refresh_thread: threading.Thread | None = None
+
+    @classmethod
+    def from_options(
+        cls, alias: str, options: Mapping[str, Any], *, cache: BaseCache | None = None, **kwargs: Any
+    ) -> TokenManager:
+        """Build a manager from a dict shaped like one ``TRADEVEST`` alias, without settings."""
+        return cls(AliasConfig.from_dict(alias, options, check_cache=cache is None), cache=cache, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<TokenManager alias={self.alias!r} auth_host={self.config.auth_host!r}>"
+
+    # -- public API ----------------------------------------------------------------------------
+
+    def get_token(self) -> Token:
+        """Return a valid token, fetching one only when nobody in the fleet has one.
+
+        Raises:
+            TokenEndpointError: the token endpoint refused the credentials (now or very recently).
+            TokenEndpointUnavailable: no valid token exists and the endpoint cannot be reached.
+            BadTokenResponse: the endpoint answered with something that is not a token.
+        """
+        state = self._state
+        now = self._now()
+        if state is not None and now < state.refresh_at:
+            return state.token
+        if state is not None and now < state.usable_until:
+            self._start_background_refresh()
+            return state.token
+        return self._wait_for_token()
+
+    def peek(self) -> Token | None:
+        """The token this process would use now, without any I/O (``None`` if it has none)."""
+        state = self._state
+        return state.token if state is not None and self._now() < state.usable_until else None
+
+    def cached_token(self) -> Token | None:
+        """The token shared in the cache, if a usable one is there (one cache read, no request)."""
+        token, _, _ = self.shared.snapshot()
+        return token if token is not None and self._usable(token) else None
+
+    def refresh(self) -> Token:
+        """Fetch a new token now, whatever is cached, and share it (an explicit, blocking call)."""
+        with self._lock:
+            self._failure = None
+            self.shared.forget()
+            return self._fetch_and_share()
+
+    def invalidate(self, token: Token, reason: str = "rejected by the API (401)") -> None:
+        """Forget ``token`` (and only it) here and in the shared cache.
+
+        A newer token that another worker has already stored stays: the cache is told which
+        token was rejected, not to delete whatever it holds.
+        """
+        state = self._state
+        if state is not None and state.token.access_token == token.access_token:
+            self._state = None
+        remaining = token.expires_at_timestamp - self._now()
+        self.shared.revoke(token, timeout=max(remaining, 1.0))
+        logger.info(
+            "Invalidated token %s of alias %r: %s.", token.fingerprint, self.alias, reason
+        )
+        self._send(signals.token_invalidated, fingerprint=token.fingerprint, reason=reason)
+
+    # -- obtaining -----------------------------------------------------------------------------
+
+    def _wait_for_token(self) -> Token:
+        with self._lock:
+            state = self._state
+            if state is not None and self._now() < state.usable_until:
+                return state.token  # another thread got one while we waited for the lock
+            return self._obtain(background=False) or self._fetch_and_share()
+
+    def _obtain(self, *, background: bool) -> Token | None:
+        """Adopt a newer shared token, or fetch one under the fleet lock.
+
+        Returns ``None`` only in the background, when there is nothing to do yet.
+        """
+        current = self._state.token if self._state is not None else None
+        shared, failure, _ = self.shared.snapshot()
+        if shared is not None and self._usable(shared) and _newer(shared, current):
+            return self._adopt(shared)
+        self._raise_remembered(failure)
+        owner = self.shared.acquire_lock(self.config.lock_timeout)
+        if owner is None:
+            if background:
+                return None  # another worker is fetching; look again soon
+            token = self._wait_for_other_worker(current)
+            if token is not None:
+                return token
+            owner = self.shared.acquire_lock(self.config.lock_timeout)
+        try:
+            shared, _, _ = self.shared.snapshot()  # stored while we took the lock?
+            if shared is not None and self._usable(shared) and _newer(shared, current):
+                return self._adopt(shared)
+            return self._fetch_and_share()
+        finally:
+            if owner is not None:
+                self.shared.release_lock(owner)
+
+    def _wait_for_other_worker(self, current: Token | None) -> Token | None:
+        """Poll the cache while another worker holds the lock (bounded by the lock's TTL)."""
+        deadline = self._clock() + self.config.lock_timeout
+        interval = 0.02
+        while self._clock() < deadline:
+            self._sleep(interval)
+            interval = min(interval * 1.5, 0.25)
+            shared, failure, locked = self.shared.snapshot()
+            if shared is not None and self._usable(shared) and _newer(shared, current):
+                return self._adopt(shared)
+            self._raise_remembered(failure)
+            if not locked:
+                return None  # the holder gave up or died without a token: try ourselves
+        logger.warning(
+            "Alias %r waited %d s for another worker's token request; requesting one itself.",
+            self.alias, self.config.lock_timeout,
+        )
+        return None
+
+    def _fetch_and_share(self) -> Token:
+        try:
+            result = self.endpoint.fetch()
+        except TradevestError as err:
+            self._remember(err)
+            self.last_error = err
+            self._send(signals.token_request_failed, exception=err)
+            raise
+        return self._share(result)
+
+    def _share(self, result: FetchResult) -> Token:
+        self._skew = result.skew
+        self._fetch_duration = result.duration
+        token = result.token
+        self._failure = None
+        self.last_refresh = datetime.now(timezone.utc)
+        self._adopt(token)
+        usable_until = self._usable_until(token)
+        self.shared.store_token(token, timeout=usable_until - self._now())
+        logger.info(
+            "Obtained a new token for alias %r from %s: fingerprint %s, expires in %d s "
+            "(attempt %d, %.3f s).",
+            self.alias, self.config.auth_host, token.fingerprint, token.lifetime,
+            result.attempts, result.duration,
+        )
+        self._send(
+            signals.token_obtained, fingerprint=token.fingerprint, expires_at=token.expires_at,
+            duration=result.duration, attempt=result.attempts,
+        )
+        return token
+
+    # -- refresh ahead -------------------------------------------------------------------------
+
+    def _start_background_refresh(self) -> None:
+        if not self._refreshing.acquire(blocking=False):
+            return  # one refresh per process at a time
+        try:
+            thread = threading.Thread(
+                target=self._background_refresh, name=f"tradevest-refresh-{self.alias}", daemon=True
+            )
+            thread.start()
+        except BaseException:
+            self._refreshing.release()
+            raise
+        self._refresh_thread = thread
+
+    def _background_refresh(self) -> None:
+        try:
+            with self._lock:
+                state = self._state
+                if state is None or self._now() < state.refresh_at:
+                    return  # someone refreshed (or invalidated) meanwhile
+                if self._obtain(background=True) is None:
+                    self._postpone(state)
+        except TradevestError as err:
+            state = self._state
+            if state is not None:
+                logger.warning(
+                    "Refreshing the token of alias %r failed (%s); still using the current "
+                    "token, valid for %.0f s more.",
+                    self.alias, type(err).__name__, state.usable_until - self._now(),
+                )
+                self._postpone(state)
+        except Exception:
+            logger.exception("Unexpected error while refreshing the token of alias %r.", self.alias)
+        finally:
+            self._refreshing.release()
+
+    def _postpone(self, state: _State) -> None:
+        """Look again a little later, without a thread per call in the meantime."""
+        if self._state is state:
+            wait = min(max((state.usable_until - self._now()) / 4, 0.05), 5.0)
+            self._state = replace(state, refresh_at=self._now() + wait)
+
+    # -- failures shared by the fleet ----------------------------------------------------------
+
+    def _remember(self, err: TradevestError) -> None:
+        if isinstance(err, TokenEndpointError):
+            failure: dict[str, Any] = {
+                "kind": "refused", "error": err.error, "status": err.status_code,
+                "description": err.error_description,
+            }
+            cooldown = float(self.config.failure_cooldown)
+        elif isinstance(err, TokenEndpointUnavailable):
+            failure = {"kind": "unavailable", "status": err.status_code}
+            cooldown = min(err.retry_after or OUTAGE_COOLDOWN, float(self.config.failure_cooldown))
+        else:
+            return
+        if cooldown <= 0:
+            return
+        failure["until"] = self._now() + cooldown
+        self._failure = failure
+        self.shared.remember_failure(failure, timeout=cooldown)
+
+    def _raise_remembered(self, shared: dict[str, Any] | None) -> None:
+        now = self._now()
+        for failure in (self._failure, shared):
+            if failure is None or not isinstance(failure.get("until"), int | float):
+                continue
+            wait = float(failure["until"]) - now
+            if wait <= 0:
+                continue
+            if failure.get("kind") == "refused":
+                error = str(failure.get("error") or "")
+                raise error_class_for(error)(
+                    alias=self.alias, error=error, error_description=failure.get("description"),
+                    status_code=failure.get("status"), auth_host=self.config.auth_host,
+                    remembered=True,
+                )
+            raise TokenEndpointUnavailable(
+                f"Tradevest's token endpoint at {self.config.auth_host} failed moments ago for "
+                f"alias {self.alias!r}; the fleet waits {wait:.1f} s before asking again.",
+                alias=self.alias, status_code=failure.get("status"), retry_after=wait,
+            )
+
+    # -- time ----------------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        """Now, on the token server's clock (ours corrected by the skew seen in ``Date``)."""
+        return self._clock() + self._skew
+
+    def _usable_until(self, token: Token) -> float:
+        # The margin covers clock skew and requests in flight; for short tokens it shrinks to
+        # 5 % of the lifetime, so a 5-minute Cognito token is not "expired on arrival".
+        margin = min(self.config.expiry_margin, 0.05 * token.lifetime)
+        return token.expires_at_timestamp - margin
+
+    def _usable(self, token: Token) -> bool:
+        return self._now() < self._usable_until(token)
+
+    def _adopt(self, token: Token) -> Token:
+        usable_until = self._usable_until(token)
+        window = min(
+            max(self.config.refresh_window * token.lifetime, 2 * self._fetch_duration),
+            self.config.refresh_window_max,
+            0.5 * token.lifetime,
+        )
+        # Jitter spreads a fleet's first look at the cache over a slice of the window.
+        window *= 1 + self._rng.uniform(0, 0.25)
+        refresh_at = max(usable_until - window, min(self._now(), usable_until))
+        self._state = _State(token, refresh_at, usable_until)
+        return token
+
+    def _send(self, signal: Any, **kwargs: Any) -> None:
+        for receiver, result in signal.send_robust(sender=self, alias=self.alias, **kwargs):
+            if isinstance(result, Exception):
+                logger.error(
+                    "Signal receiver %r raised %s; ignored.", receiver, type(result).__name__
+                )
+
+    def _after_fork(self) -> None:
+        self._init_locks()
+
+
+def _newer(token: Token, than: Token | None) -> bool:
+    return than is None or (
+        token.access_token != than.access_token
+        and token.expires_at_timestamp >= than.expires_at_timestamp
+    )
+
+
+def _reset_after_fork() -> None:
+    # A lock held by another thread at fork() stays held forever in the child, and the
+    # refresh thread does not exist there: give every manager fresh ones.
+    for manager in list(_managers):
+        manager._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
