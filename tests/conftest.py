@@ -9,6 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tradevest_django.testing import FakeTradevestServer
+
 REDIS_URL = os.environ.get("TRADEVEST_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
@@ -44,6 +46,31 @@ def redis_caches(settings: object, redis_url: str) -> dict[str, dict[str, object
     return caches
 
 
+_started_servers: list[FakeTradevestServer] = []
+_original_start = FakeTradevestServer.start
+
+
+def _tracking_start(self: FakeTradevestServer) -> FakeTradevestServer:
+    _started_servers.append(self)
+    return _original_start(self)
+
+
+FakeTradevestServer.start = _tracking_start  # type: ignore[method-assign]
+
+
+def secrets_of(servers: list[FakeTradevestServer]) -> set[str]:
+    """Every client secret and access token the given fake servers know."""
+    found = {"settings-client-secret"}
+    for server in servers:
+        found.update(server.clients.values())
+        found.update(server.issued_tokens)
+    return found
+
+
+def leaks_in(texts: list[str], secrets: set[str]) -> list[str]:
+    return [text for text in texts for secret in secrets if secret and secret in text]
+
+
 class _Collector(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
@@ -55,14 +82,24 @@ class _Collector(logging.Handler):
 
 @pytest.fixture(autouse=True)
 def debug_log_records() -> Iterator[list[logging.LogRecord]]:
-    """Every log record of every test, at DEBUG, from every logger (scanned for secrets)."""
+    """Every log record of every test, at DEBUG, from every logger.
+
+    After each test, every record (message and traceback) is scanned for the client secrets
+    and access tokens of the fake servers the test started: the suite-wide redaction proof.
+    """
     collector = _Collector()
     root = logging.getLogger()
     old_level = root.level
     root.addHandler(collector)
     root.setLevel(logging.DEBUG)
+    _started_servers.clear()
     try:
         yield collector.records
     finally:
         root.removeHandler(collector)
         root.setLevel(old_level)
+    formatter = logging.Formatter("%(message)s")
+    texts = [formatter.format(record) for record in collector.records]
+    leaked = leaks_in(texts, secrets_of(_started_servers))
+    _started_servers.clear()
+    assert not leaked, f"a log record contains a secret or token: {leaked[:3]!r}"

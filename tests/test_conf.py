@@ -18,9 +18,21 @@ def build(**options: object) -> AliasConfig:
 @pytest.mark.parametrize(
     ("environment", "auth", "api"),
     [
-        ("test", "https://b2b.auth.platform-test.tradevest.ai", "https://tvda-api.platform-test.tradevest.ai"),
-        ("pretest", "https://b2b.auth.platform-pretest.tradevest.ai", "https://tvda-api.platform-pretest.tradevest.ai"),
-        ("production", "https://b2b.auth.platform-prod.tradevest.ai", "https://tvda-api.platform-prod.tradevest.ai"),
+        (
+            "test",
+            "https://b2b.auth.platform-test.tradevest.ai",
+            "https://tvda-api.platform-test.tradevest.ai",
+        ),
+        (
+            "pretest",
+            "https://b2b.auth.platform-pretest.tradevest.ai",
+            "https://tvda-api.platform-pretest.tradevest.ai",
+        ),
+        (
+            "production",
+            "https://b2b.auth.platform-prod.tradevest.ai",
+            "https://tvda-api.platform-prod.tradevest.ai",
+        ),
     ],
 )
 def test_environment_maps_to_hosts(environment: str, auth: str, api: str) -> None:
@@ -71,7 +83,9 @@ def test_scope_list_is_joined_and_timeout_number_is_expanded() -> None:
         ({"CACHE": "tokens"}, "CACHE", "not in CACHES"),
     ],
 )
-def test_bad_configuration_names_alias_key_and_fix(options: dict[str, object], key: str, fragment: str) -> None:
+def test_bad_configuration_names_alias_key_and_fix(
+    options: dict[str, object], key: str, fragment: str
+) -> None:
     with pytest.raises(TradevestConfigurationError) as info:
         build(**options)
     err = info.value
@@ -96,9 +110,15 @@ def test_secret_is_not_in_repr() -> None:
 
 
 def test_missing_setting_and_unknown_alias() -> None:
-    with override_settings(TRADEVEST=None), pytest.raises(ImproperlyConfigured, match="TRADEVEST setting is missing"):
+    with (
+        override_settings(TRADEVEST=None),
+        pytest.raises(ImproperlyConfigured, match="TRADEVEST setting is missing"),
+    ):
         get_config()
-    with override_settings(TRADEVEST={"default": BASE}), pytest.raises(ImproperlyConfigured, match="no alias 'other'.*default"):
+    with (
+        override_settings(TRADEVEST={"default": BASE}),
+        pytest.raises(ImproperlyConfigured, match=r"no alias 'other'.*default"),
+    ):
         get_config("other")
 
 
@@ -112,5 +132,9 @@ def test_setting_is_read_lazily_and_reread_on_override() -> None:
 
 def test_validate_setting_reports_every_problem() -> None:
     problems = validate_setting({"default": {"CLIENT_ID": "x"}, "other": "nope"})
-    assert {p.check_id for p in problems} == {"tradevest_django.E002", "tradevest_django.E003", "tradevest_django.E004"}
-    assert validate_setting({}) [0].check_id == "tradevest_django.E001"
+    assert {p.check_id for p in problems} == {
+        "tradevest_django.E002",
+        "tradevest_django.E003",
+        "tradevest_django.E004",
+    }
+    assert validate_setting({})[0].check_id == "tradevest_django.E001"

@@ -32,7 +32,9 @@ def server() -> Iterator[FakeTradevestServer]:
         yield fake
 
 
-def endpoint(server: FakeTradevestServer, clock: FakeClock | None = None, **options: object) -> TokenEndpoint:
+def endpoint(
+    server: FakeTradevestServer, clock: FakeClock | None = None, **options: object
+) -> TokenEndpoint:
     clock = clock or FakeClock()
     config = AliasConfig.from_dict("default", server.settings(**options), check_cache=False)
     return TokenEndpoint(config, clock=clock, sleep=clock.sleep)
@@ -84,7 +86,10 @@ def test_each_error_code_has_its_class_and_is_not_retried(
     err = info.value
     assert type(err) is cls
     assert (err.error, err.error_description, err.status_code, err.alias) == (
-        error, "Details here", status, "default"
+        error,
+        "Details here",
+        status,
+        "default",
     )
     assert err.retryable is False
     assert server.token_request_count == 1
@@ -141,7 +146,9 @@ def test_malformed_success_is_bad_token_response_without_echo(
         ({"access_token": "abc", "expires_in": 10**12}, "Bearer", 86400),
     ],
 )
-def test_lenient_where_rfc_allows(payload: dict[str, object], token_type: str, lifetime: int) -> None:
+def test_lenient_where_rfc_allows(
+    payload: dict[str, object], token_type: str, lifetime: int
+) -> None:
     token = parse_token_response(payload, issued_at=1_800_000_000.0)
     assert (token.token_type, token.lifetime) == (token_type, lifetime)
     assert token.expires_at.timestamp() == 1_800_000_000.0 + lifetime

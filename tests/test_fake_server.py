@@ -285,12 +285,30 @@ def test_other_methods_are_405_and_recorded(
     assert [r.method for r in fake.token_requests] == [method]
 
 
-def test_chunked_request_body_is_refused(fake: FakeTradevestServer, http: requests.Session) -> None:
-    chunks = iter([b"grant_type=client_credentials"])
+def test_chunked_request_body_is_read(fake: FakeTradevestServer, http: requests.Session) -> None:
+    body = "grant_type=client_credentials&client_id=test-client&client_secret=test-secret"
+    chunks = iter([body[:20].encode(), body[20:].encode()])
 
     response = post_token(fake, http, data=chunks, headers={"Content-Type": FORM})
 
-    assert response.status_code == 411
+    assert response.status_code == 200
+    assert fake.token_requests[0].body == body.encode()
+    assert post_token(fake, http).status_code == 200
+    assert fake.connections_opened == 1
+
+
+@pytest.mark.parametrize(
+    "framing", [{"Content-Length": "-1"}, {"Content-Length": "x"}, {"Transfer-Encoding": "gzip"}]
+)
+def test_broken_body_framing_is_400_and_closes(
+    fake: FakeTradevestServer, http: requests.Session, framing: dict[str, str]
+) -> None:
+    request = requests.Request("POST", fake.token_url, headers=framing).prepare()
+
+    response = http.send(request, timeout=TIMEOUT)
+
+    assert response.status_code == 400
+    assert response.headers["Connection"] == "close"
 
 
 def test_a_second_client_gets_its_own_tokens(
@@ -711,7 +729,9 @@ def test_reset_forgets_records_faults_and_revocations_but_not_tokens(
 
     fake.reset()
 
-    assert fake.token_requests == fake.api_requests == fake.issued_tokens == []
+    assert fake.token_requests == []
+    assert fake.api_requests == []
+    assert fake.issued_tokens == []
     assert (fake.token_request_count, fake.api_unauthorized_count, fake.connections_opened) == (
         0,
         0,

@@ -31,11 +31,17 @@ def server(clock: FakeClock) -> Iterator[FakeTradevestServer]:
         yield fake
 
 
-def make(server: FakeTradevestServer, cache: object, clock: FakeClock | None = None, **options: object) -> TokenManager:
+def make(
+    server: FakeTradevestServer, cache: object, clock: FakeClock | None = None, **options: object
+) -> TokenManager:
     """A manager for one "process"; ``clock`` defaults to the server's fake clock."""
     clock = clock or server._clock  # type: ignore[assignment]
     return TokenManager.from_options(
-        "default", server.settings(**options), cache=cache, clock=clock, sleep=clock.sleep  # type: ignore[union-attr,arg-type]
+        "default",
+        server.settings(**options),
+        cache=cache,
+        clock=clock,
+        sleep=clock.sleep,  # type: ignore[union-attr,arg-type]
     )
 
 
@@ -63,13 +69,21 @@ def test_token_is_cached_under_a_hashed_key_without_the_secret(server: FakeTrade
 def test_key_changes_with_credentials_and_environment(server: FakeTradevestServer) -> None:
     keys = {
         cache_key_base(make(server, None, **options).config)
-        for options in ({}, {"CLIENT_ID": "other"}, {"SCOPE": "x"}, {"TOKEN_PATH": "/connect/token"}, {"AUTH_URL": "http://localhost:1"})
+        for options in (
+            {},
+            {"CLIENT_ID": "other"},
+            {"SCOPE": "x"},
+            {"TOKEN_PATH": "/connect/token"},
+            {"AUTH_URL": "http://localhost:1"},
+        )
     }
     assert len(keys) == 5
     assert cache_key_base(make(server, None, CLIENT_SECRET="changed").config) in keys
 
 
-def test_cache_timeout_is_remaining_lifetime_minus_margin_in_whole_seconds(server: FakeTradevestServer) -> None:
+def test_cache_timeout_is_remaining_lifetime_minus_margin_in_whole_seconds(
+    server: FakeTradevestServer,
+) -> None:
     cache = CountingCache()
     make(server, cache).get_token()
     assert cache.timeouts[-1] == 3600 - 30
@@ -89,7 +103,9 @@ def test_hot_path_makes_no_cache_calls(server: FakeTradevestServer) -> None:
     assert cache.total_calls == calls
 
 
-def test_short_lived_token_is_not_expired_on_arrival(server: FakeTradevestServer, clock: FakeClock) -> None:
+def test_short_lived_token_is_not_expired_on_arrival(
+    server: FakeTradevestServer, clock: FakeClock
+) -> None:
     server.token_lifetime = 300
     manager = make(server, CountingCache(), clock)
     token = manager.get_token()
@@ -101,7 +117,9 @@ def test_short_lived_token_is_not_expired_on_arrival(server: FakeTradevestServer
 def test_expiry_and_refresh_window_with_freezegun() -> None:
     start = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
     with freeze_time(start) as frozen, FakeTradevestServer() as server:
-        manager = TokenManager.from_options("default", server.settings(), cache=LocMemCache("freeze", {}))
+        manager = TokenManager.from_options(
+            "default", server.settings(), cache=LocMemCache("freeze", {})
+        )
         token = manager.get_token()
         assert token.expires_at == start + timedelta(seconds=3600)
         frozen.tick(3600 - 30 - 300 - 100)  # before the window (last 300 s, jittered up to 375 s)
@@ -116,7 +134,9 @@ def test_expiry_and_refresh_window_with_freezegun() -> None:
         assert server.token_request_count == 3
 
 
-def test_refresh_ahead_adopts_a_token_another_worker_stored(server: FakeTradevestServer, clock: FakeClock) -> None:
+def test_refresh_ahead_adopts_a_token_another_worker_stored(
+    server: FakeTradevestServer, clock: FakeClock
+) -> None:
     cache = CountingCache()
     worker_a, worker_b = make(server, cache, clock), make(server, cache, clock)
     old = worker_a.get_token()
@@ -193,7 +213,9 @@ def test_many_invalidations_of_one_token_cause_one_request(server: FakeTradevest
     assert server.token_request_count == 2
 
 
-def test_invalid_client_is_remembered_by_the_fleet(server: FakeTradevestServer, clock: FakeClock) -> None:
+def test_invalid_client_is_remembered_by_the_fleet(
+    server: FakeTradevestServer, clock: FakeClock
+) -> None:
     cache = CountingCache()
     manager = make(server, cache, clock, CLIENT_SECRET="wrong-secret", FAILURE_COOLDOWN=30)
     with pytest.raises(InvalidClient) as first:
@@ -214,7 +236,9 @@ def test_invalid_client_is_remembered_by_the_fleet(server: FakeTradevestServer, 
     assert server.token_request_count == 3
 
 
-def test_outage_backoff_is_shared_with_retry_after(server: FakeTradevestServer, clock: FakeClock) -> None:
+def test_outage_backoff_is_shared_with_retry_after(
+    server: FakeTradevestServer, clock: FakeClock
+) -> None:
     cache = CountingCache()
     server.inject(Fault.status(429, retry_after="10"))
     with pytest.raises(TokenEndpointUnavailable):
@@ -226,14 +250,18 @@ def test_outage_backoff_is_shared_with_retry_after(server: FakeTradevestServer, 
     assert make(server, cache, clock).get_token()
 
 
-def test_cache_outage_serves_and_warns_once(server: FakeTradevestServer, caplog: pytest.LogCaptureFixture) -> None:
+def test_cache_outage_serves_and_warns_once(
+    server: FakeTradevestServer, caplog: pytest.LogCaptureFixture
+) -> None:
     cache = CountingCache()
     cache.fail = True
     manager = make(server, cache)
     token = manager.get_token()
     manager.invalidate(token)
     assert manager.get_token() != token
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "unavailable" in r.message]
+    warnings = [
+        r for r in caplog.records if r.levelno == logging.WARNING and "unavailable" in r.message
+    ]
     assert len(warnings) == 1
     cache.fail = False
     manager.invalidate(manager.get_token())

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .api import get_manager, get_token, invalidate_token  # noqa: E402
-from .exceptions import (  # noqa: E402
+from .api import get_manager, get_token, invalidate_token
+from .exceptions import (
     BadTokenResponse,
     TokenEndpointError,
     TokenEndpointUnavailable,
     TradevestConfigurationError,
     TradevestError,
 )
-from .manager import TokenManager  # noqa: E402
-from .tokens import Token  # noqa: E402
+from .manager import TokenManager
+from .tokens import Token
 
 __all__ = [
     "BadTokenResponse",

@@ -38,7 +38,9 @@ def get_token(alias: str = "default") -> Token:
     return get_manager(alias).get_token()
 
 
-def invalidate_token(token: Token, alias: str = "default", reason: str = "rejected by the API (401)") -> None:
+def invalidate_token(
+    token: Token, alias: str = "default", reason: str = "rejected by the API (401)"
+) -> None:
     """Drop ``token`` after the API rejected it; the next :func:`get_token` gets a fresh one."""
     get_manager(alias).invalidate(token, reason=reason)
 

@@ -78,7 +78,9 @@ class Problem:
     hint: str
 
     def error(self) -> TradevestConfigurationError:
-        return TradevestConfigurationError(f"{self.msg} {self.hint}", alias=self.alias, key=self.key)
+        return TradevestConfigurationError(
+            f"{self.msg} {self.hint}", alias=self.alias, key=self.key
+        )
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,7 @@ class AliasConfig:
     auth_url: str
     api_url: str | None = None
     environment: str | None = None
-    token_path: str = "/oauth2/token"
+    token_path: str = "/oauth2/token"  # noqa: S105 - a URL path, not a password
     scope: str | None = None
     cache_alias: str = "default"
     token_timeout: Timeout = (3.05, 10.0)
@@ -138,7 +140,7 @@ class AliasConfig:
             client_id=values["CLIENT_ID"],
             client_secret=values["CLIENT_SECRET"],
             environment=env,
-            auth_url=(values["AUTH_URL"] or auth_default).rstrip("/"),
+            auth_url=str(values["AUTH_URL"] or auth_default).rstrip("/"),
             api_url=(values["API_URL"] or api_default or "").rstrip("/") or None,
             token_path=values["TOKEN_PATH"],
             scope=" ".join(scope) if isinstance(scope, list | tuple) else scope,
@@ -192,11 +194,18 @@ def _is_timeout(value: object) -> bool:
 
 
 _VALUE_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
-    "TOKEN_PATH": (lambda v: isinstance(v, str) and v.startswith("/"), "a path such as '/oauth2/token'"),
+    "TOKEN_PATH": (
+        lambda v: isinstance(v, str) and v.startswith("/"),
+        "a path such as '/oauth2/token'",
+    ),
     "SCOPE": (
-        lambda v: v is None
-        or (isinstance(v, str) and bool(v.strip()))
-        or (isinstance(v, list | tuple) and bool(v) and all(isinstance(s, str) and s for s in v)),
+        lambda v: (
+            v is None
+            or (isinstance(v, str) and bool(v.strip()))
+            or (
+                isinstance(v, list | tuple) and bool(v) and all(isinstance(s, str) and s for s in v)
+            )
+        ),
         "None (no scope is sent), a string or a list of strings",
     ),
     "CACHE": (lambda v: isinstance(v, str) and bool(v), "the name of an alias in CACHES"),
@@ -222,7 +231,10 @@ def validate_alias(alias: str, options: object, *, check_cache: bool = True) -> 
     if not isinstance(options, Mapping):
         return [
             Problem(
-                "tradevest_django.E002", alias, None, f"{where} must be a dict.",
+                "tradevest_django.E002",
+                alias,
+                None,
+                f"{where} must be a dict.",
                 f"Give it the alias's options, e.g. {where} = {{'CLIENT_ID': ..., "
                 "'CLIENT_SECRET': ..., 'ENVIRONMENT': 'test'}.",
             )
@@ -234,7 +246,10 @@ def validate_alias(alias: str, options: object, *, check_cache: bool = True) -> 
             suggestion = f"Did you mean {close[0]!r}? " if close else ""
             problems.append(
                 Problem(
-                    "tradevest_django.E007", alias, str(key), f"{where} has an unknown key {key!r}.",
+                    "tradevest_django.E007",
+                    alias,
+                    str(key),
+                    f"{where} has an unknown key {key!r}.",
                     f"{suggestion}Known keys: {', '.join(sorted(KNOWN_KEYS))}.",
                 )
             )
@@ -243,7 +258,10 @@ def validate_alias(alias: str, options: object, *, check_cache: bool = True) -> 
         if not isinstance(value, str) or not value.strip():
             problems.append(
                 Problem(
-                    "tradevest_django.E003", alias, key, f"{where}[{key!r}] is missing or empty.",
+                    "tradevest_django.E003",
+                    alias,
+                    key,
+                    f"{where}[{key!r}] is missing or empty.",
                     f"Set {where}[{key!r}] (e.g. from the TRADEVEST_{key} environment variable).",
                 )
             )
@@ -251,7 +269,9 @@ def validate_alias(alias: str, options: object, *, check_cache: bool = True) -> 
     if env is not None and env not in ENVIRONMENTS:
         problems.append(
             Problem(
-                "tradevest_django.E004", alias, "ENVIRONMENT",
+                "tradevest_django.E004",
+                alias,
+                "ENVIRONMENT",
                 f"{where}['ENVIRONMENT'] is {env!r}, which is not a Tradevest environment.",
                 "Use one of 'test', 'pretest' or 'production'.",
             )
@@ -259,7 +279,10 @@ def validate_alias(alias: str, options: object, *, check_cache: bool = True) -> 
     if env is None and not options.get("AUTH_URL"):
         problems.append(
             Problem(
-                "tradevest_django.E004", alias, "ENVIRONMENT", f"{where} names no ENVIRONMENT.",
+                "tradevest_django.E004",
+                alias,
+                "ENVIRONMENT",
+                f"{where} names no ENVIRONMENT.",
                 f"Set {where}['ENVIRONMENT'] to 'test', 'pretest' or 'production' "
                 "(TRADEVEST_ENVIRONMENT), or give an explicit AUTH_URL. There is no default, "
                 "so that nothing talks to production by accident.",
@@ -272,7 +295,9 @@ def validate_alias(alias: str, options: object, *, check_cache: bool = True) -> 
         if key in options and not is_valid(options[key]):
             problems.append(
                 Problem(
-                    "tradevest_django.E008", alias, key,
+                    "tradevest_django.E008",
+                    alias,
+                    key,
                     f"{where}[{key!r}] has an invalid value {options[key]!r}.",
                     f"Use {expected}; or leave it out for the default ({DEFAULTS[key]!r}).",
                 )
@@ -281,7 +306,9 @@ def validate_alias(alias: str, options: object, *, check_cache: bool = True) -> 
     if check_cache and isinstance(cache, str) and cache not in getattr(settings, "CACHES", {}):
         problems.append(
             Problem(
-                "tradevest_django.E006", alias, "CACHE",
+                "tradevest_django.E006",
+                alias,
+                "CACHE",
                 f"{where}['CACHE'] names the cache {cache!r}, which is not in CACHES.",
                 f"Add {cache!r} to CACHES or set {where}['CACHE'] to one of: "
                 f"{', '.join(getattr(settings, 'CACHES', {})) or '(none configured)'}.",
@@ -296,7 +323,10 @@ def _url_problems(alias: str, key: str, value: object) -> list[Problem]:
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         return [
             Problem(
-                "tradevest_django.E005", alias, key, f"{where} is not an absolute http(s) URL.",
+                "tradevest_django.E005",
+                alias,
+                key,
+                f"{where} is not an absolute http(s) URL.",
                 "Use a URL such as 'https://b2b.auth.platform-test.tradevest.ai', or leave it "
                 "out to use the ENVIRONMENT's host.",
             )
@@ -304,7 +334,9 @@ def _url_problems(alias: str, key: str, value: object) -> list[Problem]:
     if parts.username or parts.password or parts.query or parts.fragment:
         return [
             Problem(
-                "tradevest_django.E005", alias, key,
+                "tradevest_django.E005",
+                alias,
+                key,
                 f"{where} must not contain credentials, a query or a fragment.",
                 "Give only scheme, host, port and path; credentials go in CLIENT_ID and "
                 "CLIENT_SECRET.",
@@ -313,7 +345,9 @@ def _url_problems(alias: str, key: str, value: object) -> list[Problem]:
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         return [
             Problem(
-                "tradevest_django.E005", alias, key,
+                "tradevest_django.E005",
+                alias,
+                key,
                 f"{where} uses plain http:// for a host that is not loopback.",
                 "Use https://: tokens and the client secret must travel over TLS. Plain http is "
                 "only allowed for 127.0.0.1, ::1 and localhost (test servers).",
@@ -327,7 +361,9 @@ def validate_setting(value: object) -> list[Problem]:
     if not isinstance(value, Mapping) or not value:
         return [
             Problem(
-                "tradevest_django.E001", None, None,
+                "tradevest_django.E001",
+                None,
+                None,
                 f"The {SETTING} setting is missing, empty or not a dict.",
                 f"Add {SETTING} = {{'default': {{'CLIENT_ID': ..., 'CLIENT_SECRET': ..., "
                 "'ENVIRONMENT': 'test'}} to your settings (tradevest_django.env.tradevest_env "

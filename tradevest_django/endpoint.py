@@ -92,19 +92,20 @@ class TokenEndpoint:
             sent = self._clock()
             remaining = max(deadline - sent, 0.001)
             connect, read = config.token_timeout
+            status: int | None = None
+            retry_after: float | None = None
             try:
                 status, headers, body = self._post((min(connect, remaining), min(read, remaining)))
             except requests.RequestException as err:
-                status, retry_after, reason = None, None, type(err).__name__
+                reason = type(err).__name__
             else:
                 if status != 429 and status < 500:
                     received = self._clock()
                     skew = _skew(headers.get("Date"), received)
                     token = self._interpret(status, body, issued_at=sent + skew)
                     return FetchResult(token, attempt, received - started, skew)
-                retry_after, reason = _retry_after(headers.get("Retry-After"), self._clock()), (
-                    f"HTTP {status}"
-                )
+                retry_after = _retry_after(headers.get("Retry-After"), self._clock())
+                reason = f"HTTP {status}"
             delay = self._rng.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)))
             if retry_after is not None:
                 delay = max(delay, retry_after)
@@ -121,12 +122,20 @@ class TokenEndpoint:
                     attempts=attempt,
                 )
             logger.warning(
-                "Token request for alias %r to %s failed (%s, attempt %d of %d); retrying in %.2f s.",
-                config.alias, config.auth_host, reason, attempt, config.token_retries + 1, delay,
+                "Token request for alias %r to %s failed (%s, attempt %d of %d); "
+                "retrying in %.2f s.",
+                config.alias,
+                config.auth_host,
+                reason,
+                attempt,
+                config.token_retries + 1,
+                delay,
             )
             self._sleep(delay)
 
-    def _post(self, timeout: tuple[float, float]) -> tuple[int, requests.structures.CaseInsensitiveDict[str], bytes]:
+    def _post(
+        self, timeout: tuple[float, float]
+    ) -> tuple[int, requests.structures.CaseInsensitiveDict[str], bytes]:
         config = self.config
         form = {
             "grant_type": "client_credentials",
@@ -144,8 +153,13 @@ class TokenEndpoint:
         # pool that is never kept can never be inherited across fork().
         with requests.Session() as session:
             response = session.post(
-                config.token_url, data=form, headers=headers, timeout=timeout,
-                verify=True, allow_redirects=False, stream=True,
+                config.token_url,
+                data=form,
+                headers=headers,
+                timeout=timeout,
+                verify=True,
+                allow_redirects=False,
+                stream=True,
             )
             with response:
                 body = b""

@@ -104,10 +104,17 @@ class TokenManager:
 
     @classmethod
     def from_options(
-        cls, alias: str, options: Mapping[str, Any], *, cache: BaseCache | None = None, **kwargs: Any
+        cls,
+        alias: str,
+        options: Mapping[str, Any],
+        *,
+        cache: BaseCache | None = None,
+        **kwargs: Any,
     ) -> TokenManager:
         """Build a manager from a dict shaped like one ``TRADEVEST`` alias, without settings."""
-        return cls(AliasConfig.from_dict(alias, options, check_cache=cache is None), cache=cache, **kwargs)
+        return cls(
+            AliasConfig.from_dict(alias, options, check_cache=cache is None), cache=cache, **kwargs
+        )
 
     def __repr__(self) -> str:
         return f"<TokenManager alias={self.alias!r} auth_host={self.config.auth_host!r}>"
@@ -159,9 +166,7 @@ class TokenManager:
             self._state = None
         remaining = token.expires_at_timestamp - self._now()
         self.shared.revoke(token, timeout=max(remaining, 1.0))
-        logger.info(
-            "Invalidated token %s of alias %r: %s.", token.fingerprint, self.alias, reason
-        )
+        logger.info("Invalidated token %s of alias %r: %s.", token.fingerprint, self.alias, reason)
         self._send(signals.token_invalidated, fingerprint=token.fingerprint, reason=reason)
 
     # -- obtaining -----------------------------------------------------------------------------
@@ -215,7 +220,8 @@ class TokenManager:
                 return None  # the holder gave up or died without a token: try ourselves
         logger.warning(
             "Alias %r waited %d s for another worker's token request; requesting one itself.",
-            self.alias, self.config.lock_timeout,
+            self.alias,
+            self.config.lock_timeout,
         )
         return None
 
@@ -241,12 +247,19 @@ class TokenManager:
         logger.info(
             "Obtained a new token for alias %r from %s: fingerprint %s, expires in %d s "
             "(attempt %d, %.3f s).",
-            self.alias, self.config.auth_host, token.fingerprint, token.lifetime,
-            result.attempts, result.duration,
+            self.alias,
+            self.config.auth_host,
+            token.fingerprint,
+            token.lifetime,
+            result.attempts,
+            result.duration,
         )
         self._send(
-            signals.token_obtained, fingerprint=token.fingerprint, expires_at=token.expires_at,
-            duration=result.duration, attempt=result.attempts,
+            signals.token_obtained,
+            fingerprint=token.fingerprint,
+            expires_at=token.expires_at,
+            duration=result.duration,
+            attempt=result.attempts,
         )
         return token
 
@@ -279,7 +292,9 @@ class TokenManager:
                 logger.warning(
                     "Refreshing the token of alias %r failed (%s); still using the current "
                     "token, valid for %.0f s more.",
-                    self.alias, type(err).__name__, state.usable_until - self._now(),
+                    self.alias,
+                    type(err).__name__,
+                    state.usable_until - self._now(),
                 )
                 self._postpone(state)
         except Exception:
@@ -298,7 +313,9 @@ class TokenManager:
     def _remember(self, err: TradevestError) -> None:
         if isinstance(err, TokenEndpointError):
             failure: dict[str, Any] = {
-                "kind": "refused", "error": err.error, "status": err.status_code,
+                "kind": "refused",
+                "error": err.error,
+                "status": err.status_code,
                 "description": err.error_description,
             }
             cooldown = float(self.config.failure_cooldown)
@@ -324,14 +341,19 @@ class TokenManager:
             if failure.get("kind") == "refused":
                 error = str(failure.get("error") or "")
                 raise error_class_for(error)(
-                    alias=self.alias, error=error, error_description=failure.get("description"),
-                    status_code=failure.get("status"), auth_host=self.config.auth_host,
+                    alias=self.alias,
+                    error=error,
+                    error_description=failure.get("description"),
+                    status_code=failure.get("status"),
+                    auth_host=self.config.auth_host,
                     remembered=True,
                 )
             raise TokenEndpointUnavailable(
                 f"Tradevest's token endpoint at {self.config.auth_host} failed moments ago for "
                 f"alias {self.alias!r}; the fleet waits {wait:.1f} s before asking again.",
-                alias=self.alias, status_code=failure.get("status"), retry_after=wait,
+                alias=self.alias,
+                status_code=failure.get("status"),
+                retry_after=wait,
             )
 
     # -- time ----------------------------------------------------------------------------------
@@ -352,7 +374,7 @@ class TokenManager:
     def _adopt(self, token: Token) -> Token:
         usable_until = self._usable_until(token)
         window = min(
-            max(self.config.refresh_window * token.lifetime, 2 * self._fetch_duration),
+            max(self.config.refresh_window * token.lifetime, 1.5 * self._fetch_duration),
             self.config.refresh_window_max,
             0.5 * token.lifetime,
         )

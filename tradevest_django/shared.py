@@ -70,7 +70,7 @@ class SharedState:
     def snapshot(self) -> tuple[Token | None, dict[str, Any] | None, bool]:
         """One round trip: (usable shared token or None, remembered failure, lock held)."""
         keys = [self.token_key, self.revoked_key, self.failure_key, self.lock_key]
-        values = self._call("read", lambda: self.cache.get_many(keys), {})
+        values: dict[str, Any] = self._call("read", lambda: self.cache.get_many(keys), {})
         token = Token.from_cache(values.get(self.token_key))
         if token is not None and token.fingerprint == values.get(self.revoked_key):
             token = None
@@ -78,19 +78,31 @@ class SharedState:
         return token, failure if isinstance(failure, dict) else None, self.lock_key in values
 
     def store_token(self, token: Token, timeout: float) -> None:
-        self._call("write", lambda: self.cache.set(self.token_key, token.to_cache(), whole_seconds(timeout)), None)
+        self._call(
+            "write",
+            lambda: self.cache.set(self.token_key, token.to_cache(), whole_seconds(timeout)),
+            None,
+        )
 
     def revoke(self, token: Token, timeout: float) -> None:
         # A marker instead of a delete: there is no compare-and-delete in Django's cache API, and
         # a plain delete could remove a newer token another worker stored in the meantime.
-        self._call("write", lambda: self.cache.set(self.revoked_key, token.fingerprint, whole_seconds(timeout)), None)
+        self._call(
+            "write",
+            lambda: self.cache.set(self.revoked_key, token.fingerprint, whole_seconds(timeout)),
+            None,
+        )
 
     def remember_failure(self, failure: dict[str, Any], timeout: float) -> None:
-        self._call("write", lambda: self.cache.set(self.failure_key, failure, whole_seconds(timeout)), None)
+        self._call(
+            "write", lambda: self.cache.set(self.failure_key, failure, whole_seconds(timeout)), None
+        )
 
     def forget(self) -> None:
-        """Drop the shared token and any remembered failure (``manage.py tradevest_token --refresh``)."""
-        self._call("write", lambda: self.cache.delete_many([self.token_key, self.failure_key]), None)
+        """Drop the shared token and any remembered failure (for an explicit refresh)."""
+        self._call(
+            "write", lambda: self.cache.delete_many([self.token_key, self.failure_key]), None
+        )
 
     def acquire_lock(self, ttl: int) -> str | None:
         """Try to take the refresh lock: an owner id on success, ``None`` when someone holds it.
@@ -99,7 +111,9 @@ class SharedState:
         caller goes on alone rather than waiting for a lock that cannot exist.
         """
         owner = uuid.uuid4().hex
-        added = self._call("lock", lambda: self.cache.add(self.lock_key, owner, whole_seconds(ttl)), True)
+        added = self._call(
+            "lock", lambda: self.cache.add(self.lock_key, owner, whole_seconds(ttl)), True
+        )
         return owner if added else None
 
     def release_lock(self, owner: str) -> None:
@@ -114,19 +128,23 @@ class SharedState:
     def _call(self, what: str, operation: Callable[[], T], default: T) -> T:
         try:
             result = operation()
-        except Exception as err:  # noqa: BLE001 - any backend error means "no shared state"
+        except Exception as err:  # any backend error means "no shared state", not a failure
             if not self.outage:
                 self.outage = True
                 logger.warning(
                     "Cache %r is unavailable (%s on %s); alias %r keeps working from its "
                     "in-process token and the token endpoint until the cache is back.",
-                    self._config.cache_alias, type(err).__name__, what, self._config.alias,
+                    self._config.cache_alias,
+                    type(err).__name__,
+                    what,
+                    self._config.alias,
                 )
             return default
         if self.outage:
             self.outage = False
             logger.info(
                 "Cache %r is reachable again; alias %r shares its token through it again.",
-                self._config.cache_alias, self._config.alias,
+                self._config.cache_alias,
+                self._config.alias,
             )
         return result

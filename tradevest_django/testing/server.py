@@ -154,8 +154,9 @@ class FakeTradevestServer:
         self._stopping.clear()
         self._httpd = _Server(self, self.host, self.port)
         self.port = self._httpd.server_address[1]
+        # stop() waits up to one poll interval, and test suites stop a server after every test.
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
         )
         self._thread.start()
         return self
@@ -427,19 +428,31 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _dispatch
 
     def _read_body(self) -> bytes | None:
-        if self.headers.get("Transfer-Encoding"):
-            self._send(411, b'{"error": "invalid_request"}', headers=[("Connection", "close")])
-            self.close_connection = True
-            return None
+        """The request body, or None after answering 400 to a body whose framing is broken."""
         try:
+            encoding = self.headers.get("Transfer-Encoding")
+            if encoding is not None:
+                if encoding.strip().lower() != "chunked":
+                    raise ValueError(encoding)
+                return self._read_chunks()
             length = int(self.headers.get("Content-Length") or 0)
             if length < 0:
                 raise ValueError(length)
+            return self.rfile.read(length)
         except ValueError:
+            # The connection cannot be reused: where the next request starts is unknown.
             self._send(400, b'{"error": "invalid_request"}', headers=[("Connection", "close")])
             self.close_connection = True
             return None
-        return self.rfile.read(length)
+
+    def _read_chunks(self) -> bytes:
+        chunks = []
+        while size := int(self.rfile.readline(1024).split(b";")[0], 16):
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline(1024)
+        while self.rfile.readline(8192).strip():  # trailer fields, ignored
+            pass
+        return b"".join(chunks)
 
     def _send(
         self,
