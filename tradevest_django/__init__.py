@@ -21,6 +21,7 @@ from .exceptions import (
     TradevestError,
 )
 from .manager import TokenManager
+from .sessions import TradevestAuth, TradevestSession, get_session
 from .tokens import Token
 
 __all__ = [
@@ -29,10 +30,13 @@ __all__ = [
     "TokenEndpointError",
     "TokenEndpointUnavailable",
     "TokenManager",
+    "TradevestAuth",
     "TradevestConfigurationError",
     "TradevestError",
+    "TradevestSession",
     "__version__",
     "get_manager",
+    "get_session",
     "get_token",
     "invalidate_token",
 ]

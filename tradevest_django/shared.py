@@ -43,8 +43,12 @@ def cache_key_base(config: AliasConfig) -> str:
 
 
 def whole_seconds(seconds: float) -> int:
-    """A cache timeout every backend treats alike: a whole number of seconds, at least 1."""
-    return max(1, math.ceil(seconds))
+    """A cache timeout every backend treats alike: a whole number of seconds, at least 1.
+
+    Rounded down (so a cached entry never outlives its token), after allowing for the
+    microsecond rounding of datetimes.
+    """
+    return max(1, math.floor(seconds + 0.001))
 
 
 class SharedState:
