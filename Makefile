@@ -4,10 +4,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help demo test lint typecheck test-django42 docs clean
+.PHONY: help demo run test lint typecheck test-django42 docs clean
 
 help:
 	@echo "make demo          run the example against the embedded fake Tradevest server"
+	@echo "make run           serve the example project on http://127.0.0.1:8000/ (fake Tradevest)"
 	@echo "make test          lint, type-check and run the whole test suite"
 	@echo "make test-django42 run the test suite against Django 4.2 LTS (nox)"
 	@echo "make docs          build the documentation site (warnings are errors)"
@@ -25,7 +26,10 @@ $(VENV)/.installed-dev: $(VENV)/.installed-test
 	@touch $@
 
 demo: $(VENV)/.installed-test
-	$(BIN)/python -m tradevest_django.demo
+	$(BIN)/python example_project/demo.py $(ARGS)
+
+run: $(VENV)/.installed-test
+	$(BIN)/python example_project/demo.py serve
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

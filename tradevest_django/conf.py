@@ -291,14 +291,18 @@ def validate_alias(alias: str, options: object, *, check_cache: bool = True) -> 
     for key in ("AUTH_URL", "API_URL"):
         if options.get(key) is not None:
             problems.extend(_url_problems(alias, key, options[key]))
+    secret = options.get("CLIENT_SECRET")
     for key, (is_valid, expected) in _VALUE_RULES.items():
         if key in options and not is_valid(options[key]):
+            shown = repr(options[key])
+            if isinstance(secret, str) and secret and secret in shown:
+                shown = "(a value containing the client secret)"
             problems.append(
                 Problem(
                     "tradevest_django.E008",
                     alias,
                     key,
-                    f"{where}[{key!r}] has an invalid value {options[key]!r}.",
+                    f"{where}[{key!r}] has an invalid value {shown}.",
                     f"Use {expected}; or leave it out for the default ({DEFAULTS[key]!r}).",
                 )
             )

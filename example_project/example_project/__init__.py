@@ -1,0 +1,7 @@
+"""The tradevest-django example project."""
+
+from __future__ import annotations
+
+from .celery import app as celery_app
+
+__all__ = ["celery_app"]

@@ -1,0 +1,13 @@
+"""URLs of the example project."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("prices/", views.prices, name="prices"),
+]
