@@ -10,6 +10,7 @@ no Redis; with ``REDIS_URL`` set, the cache is Redis and the task runs on a real
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -129,12 +130,10 @@ def serve(server: FakeTradevestServer, env: dict[str, str]) -> None:
     print(f"Fake Tradevest on {server.url}; example project on http://127.0.0.1:8000/prices/")
     print("Press Ctrl-C to stop.")
     manage("migrate", "--run-syncdb", env=env)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         subprocess.run(
             [sys.executable, "manage.py", "runserver", "127.0.0.1:8000"], cwd=HERE, env=env
         )
-    except KeyboardInterrupt:
-        pass
 
 
 def main(argv: list[str]) -> None:
