@@ -37,7 +37,7 @@ class CountingCache:
     def __init__(self, name: str = "counting") -> None:
         self.inner = LocMemCache(name, {})
         self.calls: Counter[str] = Counter()
-        self.timeouts: list[Any] = []
+        self.timeouts: dict[str, list[Any]] = {}
         self.fail = False
 
     def __getattr__(self, name: str) -> Any:
@@ -50,7 +50,8 @@ class CountingCache:
             if self.fail:
                 raise ConnectionError("cache is down")
             if name in ("set", "add"):
-                self.timeouts.append(args[2] if len(args) > 2 else kwargs.get("timeout"))
+                timeout = args[2] if len(args) > 2 else kwargs.get("timeout")
+                self.timeouts.setdefault(args[0].rsplit(":", 1)[-1], []).append(timeout)
             return attr(*args, **kwargs)
 
         return call

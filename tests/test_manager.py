@@ -86,11 +86,12 @@ def test_cache_timeout_is_remaining_lifetime_minus_margin_in_whole_seconds(
 ) -> None:
     cache = CountingCache()
     make(server, cache).get_token()
-    assert cache.timeouts[-1] == 3600 - 30
+    assert cache.timeouts["token"][-1] == 3600 - 30
     server.token_lifetime = 300
     make(server, cache, SCOPE="s").get_token()
-    assert cache.timeouts[-1] == 300 - 15  # margin clamped to 5 % of a short lifetime
-    assert all(isinstance(t, int) and t >= 1 for t in cache.timeouts)
+    assert cache.timeouts["token"][-1] == 300 - 15  # margin clamped to 5 % of a short lifetime
+    everything = [t for timeouts in cache.timeouts.values() for t in timeouts]
+    assert all(isinstance(t, int) and t >= 1 for t in everything)
 
 
 def test_hot_path_makes_no_cache_calls(server: FakeTradevestServer) -> None:

@@ -148,6 +148,30 @@ class TokenManager:
         token, _, _ = self.shared.snapshot()
         return token if token is not None and self._usable(token) else None
 
+    def status(self) -> dict[str, Any]:
+        """What the status page and monitors show for this alias; never fetches a token.
+
+        Two cache reads; no secret and no token in it (only the token's fingerprint).
+        """
+        config = self.config
+        token = self.cached_token()
+        shared = self.shared.status()
+        return {
+            "alias": self.alias,
+            "environment": config.environment,
+            "auth_host": config.auth_host,
+            "api_url": config.api_url,
+            "client_id": config.masked_client_id,
+            "cache": config.cache_alias,
+            "cache_reachable": not self.shared.outage,
+            "token_cached": token is not None,
+            "fingerprint": token.fingerprint if token else None,
+            "expires_at": token.expires_at.isoformat(timespec="seconds") if token else None,
+            "expires_in": int(token.expires_at_timestamp - self._now()) if token else None,
+            "last_refresh": shared.get("last_refresh"),
+            "last_error": shared.get("last_error"),
+        }
+
     def refresh(self) -> Token:
         """Fetch a new token now, whatever is cached, and share it (an explicit, blocking call)."""
         with self._lock:
@@ -231,6 +255,14 @@ class TokenManager:
         except TradevestError as err:
             self._remember(err)
             self.last_error = err
+            self.shared.record_status(
+                last_error={
+                    "type": type(err).__name__,
+                    "error": getattr(err, "error", None),
+                    "message": str(err),
+                    "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                }
+            )
             self._send(signals.token_request_failed, exception=err)
             raise
         return self._share(result)
@@ -244,6 +276,10 @@ class TokenManager:
         self._adopt(token)
         usable_until = self._usable_until(token)
         self.shared.store_token(token, timeout=usable_until - self._now())
+        self.shared.record_status(
+            last_refresh=self.last_refresh.isoformat(timespec="seconds"),
+            last_fingerprint=token.fingerprint,
+        )
         logger.info(
             "Obtained a new token for alias %r from %s: fingerprint %s, expires in %d s "
             "(attempt %d, %.3f s).",

@@ -8,6 +8,7 @@ environments can never read another's token:
 * ``…:revoked``: fingerprint of the last token the API rejected, so a stale copy is ignored;
 * ``…:lock``: the short-lived refresh lock (``cache.add``), saving requests, never needed for
   correctness;
+* ``…:status``: when the fleet last obtained a token and the last error (for the status page);
 * ``…:failure:<h>``: a recent refusal or outage of the token endpoint, so a whole fleet backs
   off; ``<h>`` is a short one-way hash of the secret, so that a corrected secret starts afresh.
 
@@ -33,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 KEY_VERSION = "v1"
+STATUS_TIMEOUT = 7 * 24 * 3600
 
 
 def cache_key_base(config: AliasConfig) -> str:
@@ -64,6 +66,7 @@ class SharedState:
         # The failure memory is per secret too: a fixed secret must not inherit "invalid_client".
         secret_hash = hashlib.sha256(b"tradevest-failure\0" + config.client_secret.encode())
         self.failure_key = f"{base}:failure:{secret_hash.hexdigest()[:12]}"
+        self.status_key = f"{base}:status"
         self.outage = False
 
     @property
@@ -107,6 +110,21 @@ class SharedState:
         self._call(
             "write", lambda: self.cache.delete_many([self.token_key, self.failure_key]), None
         )
+
+    def record_status(self, **fields: Any) -> None:
+        """Merge ``fields`` into the fleet's status record (best effort, for the status page)."""
+
+        def update() -> None:
+            status = self.cache.get(self.status_key)
+            status = {**status, **fields} if isinstance(status, dict) else fields
+            self.cache.set(self.status_key, status, STATUS_TIMEOUT)
+
+        self._call("write", update, None)
+
+    def status(self) -> dict[str, Any]:
+        """The fleet's status record (empty when none or the cache is down)."""
+        status = self._call("read", lambda: self.cache.get(self.status_key), None)
+        return status if isinstance(status, dict) else {}
 
     def acquire_lock(self, ttl: int) -> str | None:
         """Try to take the refresh lock: an owner id on success, ``None`` when someone holds it.

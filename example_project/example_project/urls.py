@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from . import views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("prices/", views.prices, name="prices"),
+    path("tradevest/", include("tradevest_django.urls")),
 ]

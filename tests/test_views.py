@@ -1,0 +1,70 @@
+"""The status page: staff only, HTML and JSON, never fetches unless asked."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+
+import tradevest_django
+from tradevest_django.testing import FakeTradevestServer, Fault
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff_client(client: Client) -> Client:
+    client.force_login(User.objects.create_user("ops", is_staff=True))
+    return client
+
+
+def test_staff_only(client: Client, tradevest_settings: FakeTradevestServer) -> None:
+    assert client.get("/tradevest/").status_code == 302  # to the login page
+    client.force_login(User.objects.create_user("someone"))
+    assert client.get("/tradevest/?format=json").status_code == 302
+    assert tradevest_settings.token_request_count == 0
+
+
+def test_showing_never_fetches_a_token(
+    staff_client: Client, tradevest_settings: FakeTradevestServer
+) -> None:
+    data = staff_client.get("/tradevest/?format=json").json()
+    (alias,) = data["aliases"]
+    assert alias["alias"] == "default"
+    assert alias["token_cached"] is False
+    assert alias["client_id"] == "test…nt"
+    assert tradevest_settings.token_request_count == 0
+    html = staff_client.get("/tradevest/").content.decode()
+    assert "Tradevest status" in html
+    assert tradevest_settings.token_request_count == 0
+
+
+def test_shows_the_cached_token_and_last_refresh(
+    staff_client: Client, tradevest_settings: FakeTradevestServer
+) -> None:
+    token = tradevest_django.get_token()
+    data = staff_client.get("/tradevest/", HTTP_ACCEPT="application/json").json()
+    (alias,) = data["aliases"]
+    assert alias["token_cached"] is True
+    assert alias["fingerprint"] == token.fingerprint
+    assert 3500 < alias["expires_in"] <= 3600
+    assert alias["last_refresh"]
+    body = staff_client.get("/tradevest/").content.decode() + str(data)
+    assert token.access_token not in body
+    assert tradevest_settings.client_secret not in body
+
+
+def test_check_fetches_and_reports_errors(
+    staff_client: Client, tradevest_settings: FakeTradevestServer
+) -> None:
+    tradevest_settings.inject(Fault.error("invalid_client"))
+    data = staff_client.get("/tradevest/?format=json&check=1").json()
+    (alias,) = data["aliases"]
+    assert alias["check"]["ok"] is False
+    assert alias["check"]["error"] == "InvalidClient"
+    assert alias["last_error"]["type"] == "InvalidClient"
+    assert tradevest_settings.token_request_count == 1
+    tradevest_settings.clear_faults()
+    html = staff_client.post("/tradevest/").content.decode()  # the button
+    assert "InvalidClient" in html  # the remembered failure, not a new request
+    assert tradevest_settings.token_request_count == 1

@@ -1,0 +1,58 @@
+"""The status page: ``path("tradevest/", include("tradevest_django.urls"))``.
+
+Staff only. HTML for people, JSON for monitors (``?format=json`` or ``Accept:
+application/json``). Showing it never fetches a token; ``?check=1`` (or the page's button, a
+POST) asks each alias for a token and shows the outcome.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.decorators import user_passes_test
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_http_methods
+
+from .api import get_manager
+from .conf import configured_aliases
+from .exceptions import TradevestConfigurationError, TradevestError
+
+
+def _is_staff(user: Any) -> bool:
+    return bool(user.is_active and user.is_staff)
+
+
+def _check(alias: str) -> dict[str, Any]:
+    try:
+        token = get_manager(alias).get_token()
+    except (TradevestError, TradevestConfigurationError) as err:
+        return {"ok": False, "error": type(err).__name__, "message": str(err)}
+    return {"ok": True, "source": token.source, "fingerprint": token.fingerprint}
+
+
+def _alias_status(alias: str, check: bool) -> dict[str, Any]:
+    try:
+        manager = get_manager(alias)
+    except TradevestConfigurationError as err:
+        return {"alias": alias, "configuration_error": str(err)}
+    result = _check(alias) if check else None
+    status = manager.status()  # after the check, so it shows the token the check obtained
+    status["check"] = result
+    return status
+
+
+@never_cache
+@user_passes_test(_is_staff)
+@require_http_methods(["GET", "HEAD", "POST"])
+def status(request: HttpRequest) -> HttpResponse:
+    """Show, per ``TRADEVEST`` alias, the token the fleet shares and the last refresh and error."""
+    check = request.method == "POST" or request.GET.get("check") == "1"
+    aliases = [_alias_status(alias, check) for alias in configured_aliases()]
+    wants_json = request.GET.get("format") == "json" or (
+        "application/json" in request.headers.get("Accept", "")
+    )
+    if wants_json:
+        return JsonResponse({"aliases": aliases, "checked": check})
+    return render(request, "tradevest_django/status.html", {"aliases": aliases, "checked": check})
