@@ -62,7 +62,10 @@ DEFAULTS: dict[str, Any] = {
     "REFRESH_WINDOW_MAX": 300.0,
     "LOCK_TIMEOUT": 10,
     "FAILURE_COOLDOWN": 30,
+    "ENCRYPTION_KEYS": None,
 }
+#: Keys whose values are secrets: never echoed in any message.
+SECRET_KEYS = frozenset({"CLIENT_SECRET", "ENCRYPTION_KEYS"})
 REQUIRED = ("CLIENT_ID", "CLIENT_SECRET")
 KNOWN_KEYS = frozenset(REQUIRED) | frozenset(DEFAULTS)
 
@@ -106,6 +109,7 @@ class AliasConfig:
     refresh_window_max: float = 300.0
     lock_timeout: int = 10
     failure_cooldown: int = 30
+    encryption_keys: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def token_url(self) -> str:
@@ -155,6 +159,7 @@ class AliasConfig:
             refresh_window_max=float(values["REFRESH_WINDOW_MAX"]),
             lock_timeout=values["LOCK_TIMEOUT"],
             failure_cooldown=values["FAILURE_COOLDOWN"],
+            encryption_keys=tuple(_as_str(k) for k in values["ENCRYPTION_KEYS"] or ()),
         )
 
 
@@ -174,6 +179,19 @@ def is_loopback(host: str | None) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def _as_str(key: str | bytes) -> str:
+    return key.decode("ascii") if isinstance(key, bytes) else key
+
+
+def _are_keys(value: object) -> bool:
+    from .crypto import valid_key
+
+    if value is None:
+        return True
+    keys = [value] if isinstance(value, str | bytes) else value
+    return isinstance(keys, list | tuple) and bool(keys) and all(valid_key(k) for k in keys)
 
 
 def _timeout(value: float | tuple[float, float] | list[float]) -> Timeout:
@@ -222,6 +240,11 @@ _VALUE_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "REFRESH_WINDOW_MAX": (_is_number, "seconds (>= 0)"),
     "LOCK_TIMEOUT": (lambda v: _is_number(v, minimum=1, integer=True), "whole seconds >= 1"),
     "FAILURE_COOLDOWN": (lambda v: _is_number(v, integer=True), "whole seconds >= 0"),
+    "ENCRYPTION_KEYS": (
+        _are_keys,
+        "None or a list of Fernet keys (cryptography.fernet.Fernet.generate_key()); the first "
+        "encrypts, all decrypt",
+    ),
 }
 
 
@@ -291,12 +314,23 @@ def validate_alias(alias: str, options: object, *, check_cache: bool = True) -> 
     for key in ("AUTH_URL", "API_URL"):
         if options.get(key) is not None:
             problems.extend(_url_problems(alias, key, options[key]))
+    if options.get("ENCRYPTION_KEYS") is not None and _cryptography_missing():
+        return [
+            *problems,
+            Problem(
+                "tradevest_django.E009",
+                alias,
+                "ENCRYPTION_KEYS",
+                f"{where}['ENCRYPTION_KEYS'] is set but the cryptography package is missing.",
+                'Install it with pip install "tradevest-django[encryption]".',
+            ),
+        ]
     secret = options.get("CLIENT_SECRET")
     for key, (is_valid, expected) in _VALUE_RULES.items():
         if key in options and not is_valid(options[key]):
             shown = repr(options[key])
-            if isinstance(secret, str) and secret and secret in shown:
-                shown = "(a value containing the client secret)"
+            if key in SECRET_KEYS or (isinstance(secret, str) and secret and secret in shown):
+                shown = "(not shown: it is secret)"
             problems.append(
                 Problem(
                     "tradevest_django.E008",
@@ -358,6 +392,12 @@ def _url_problems(alias: str, key: str, value: object) -> list[Problem]:
             )
         ]
     return []
+
+
+def _cryptography_missing() -> bool:
+    from .crypto import cryptography_missing
+
+    return cryptography_missing()
 
 
 def validate_setting(value: object) -> list[Problem]:

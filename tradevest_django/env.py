@@ -44,6 +44,7 @@ VARIABLES: dict[str, str] = {
     "REFRESH_WINDOW_MAX": "float",
     "LOCK_TIMEOUT": "int",
     "FAILURE_COOLDOWN": "int",
+    "ENCRYPTION_KEYS": "list",
 }
 
 
@@ -65,6 +66,8 @@ def tradevest_env(env: environ.Env | None = None, prefix: str = "TRADEVEST_") ->
             options[key] = env.int(name)
         elif kind == "float":
             options[key] = env.float(name)
+        elif kind == "list":
+            options[key] = env.list(name)
         elif kind == "timeout":
             parts = [float(part) for part in env.list(name)]
             options[key] = parts[0] if len(parts) == 1 else tuple(parts)

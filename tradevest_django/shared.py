@@ -23,12 +23,15 @@ import logging
 import math
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.core.cache import BaseCache, caches
 
 from .conf import AliasConfig
 from .tokens import Token
+
+if TYPE_CHECKING:
+    from .crypto import TokenCipher
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +70,11 @@ class SharedState:
         secret_hash = hashlib.sha256(b"tradevest-failure\0" + config.client_secret.encode())
         self.failure_key = f"{base}:failure:{secret_hash.hexdigest()[:12]}"
         self.status_key = f"{base}:status"
+        self._cipher: TokenCipher | None = None
+        if config.encryption_keys:
+            from .crypto import TokenCipher
+
+            self._cipher = TokenCipher(config.encryption_keys)
         self.outage = False
 
     @property
@@ -78,17 +86,19 @@ class SharedState:
         """One round trip: (usable shared token or None, remembered failure, lock held)."""
         keys = [self.token_key, self.revoked_key, self.failure_key, self.lock_key]
         values: dict[str, Any] = self._call("read", lambda: self.cache.get_many(keys), {})
-        token = Token.from_cache(values.get(self.token_key))
+        entry = values.get(self.token_key)
+        token = Token.from_cache(self._cipher.decrypt(entry) if self._cipher else entry)
         if token is not None and token.fingerprint == values.get(self.revoked_key):
             token = None
         failure = values.get(self.failure_key)
         return token, failure if isinstance(failure, dict) else None, self.lock_key in values
 
     def store_token(self, token: Token, timeout: float) -> None:
+        entry = token.to_cache()
+        if self._cipher is not None:
+            entry = self._cipher.encrypt(entry)
         self._call(
-            "write",
-            lambda: self.cache.set(self.token_key, token.to_cache(), whole_seconds(timeout)),
-            None,
+            "write", lambda: self.cache.set(self.token_key, entry, whole_seconds(timeout)), None
         )
 
     def revoke(self, token: Token, timeout: float) -> None:
