@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.reliability import figures
 from tradevest_django.testing import FakeTradevestServer
 
 REDIS_URL = os.environ.get("TRADEVEST_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -100,6 +101,14 @@ def debug_log_records() -> Iterator[list[logging.LogRecord]]:
         root.setLevel(old_level)
     formatter = logging.Formatter("%(message)s")
     texts = [formatter.format(record) for record in collector.records]
-    leaked = leaks_in(texts, secrets_of(_started_servers))
+    secrets = secrets_of(_started_servers)
+    leaked = leaks_in(texts, secrets)
     _started_servers.clear()
+    figures.count("log_records_scanned", len(texts))
+    figures.count("secrets_and_tokens_watched", len(secrets))
+    figures.count("leaks_found", len(leaked))
     assert not leaked, f"a log record contains a secret or token: {leaked[:3]!r}"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    figures.write()

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.core import checks
+
+from .checks import check_caches, check_settings
 
 
 class TradevestConfig(AppConfig):
     name = "tradevest_django"
     verbose_name = "Tradevest"
+
+    def ready(self) -> None:
+        checks.register(check_settings, "tradevest")
+        checks.register(check_caches, "tradevest", checks.Tags.caches)

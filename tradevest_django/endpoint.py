@@ -46,6 +46,7 @@ SKEW_TOLERANCE = 2.0
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 4.0
 _TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
+_NOT_JSON = object()
 
 
 @dataclass(frozen=True)
@@ -176,8 +177,16 @@ class TokenEndpoint:
     def _interpret(self, status: int, body: bytes, *, issued_at: float) -> Token:
         config = self.config
         if status == 200:
-            return parse_token_response(_json(body), issued_at=issued_at, alias=config.alias)
-        data = _json(body, required=False)
+            data = _json(body)
+            if data is _NOT_JSON:
+                # Not chained to the JSON error: its ``doc`` attribute holds the whole body.
+                raise BadTokenResponse(
+                    f"Tradevest's token endpoint at {config.auth_host} answered 200 with a body "
+                    f"that is not JSON ({len(body)} bytes) for alias {config.alias!r}.",
+                    alias=config.alias,
+                )
+            return parse_token_response(data, issued_at=issued_at, alias=config.alias)
+        data = _json(body)
         error = data.get("error") if isinstance(data, dict) else None
         description = data.get("error_description") if isinstance(data, dict) else None
         if status in (400, 401) and isinstance(error, str) and error:
@@ -241,16 +250,11 @@ def _lifetime(value: object) -> int | None:
     return min(value, MAX_LIFETIME)
 
 
-def _json(body: bytes, *, required: bool = True) -> Any:
+def _json(body: bytes) -> Any:
     try:
         return json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as err:
-        if not required:
-            return None
-        raise BadTokenResponse(
-            f"Tradevest's token endpoint answered 200 with a body that is not JSON "
-            f"({len(body)} bytes)."
-        ) from err
+    except (UnicodeDecodeError, ValueError):
+        return _NOT_JSON
 
 
 def _clean(description: object, secret: str) -> str | None:

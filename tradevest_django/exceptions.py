@@ -128,8 +128,9 @@ class InvalidClient(TokenEndpointError):
 
     error_code = "invalid_client"
     hint = (
-        "Check CLIENT_ID and CLIENT_SECRET (the TRADEVEST_CLIENT_ID / TRADEVEST_CLIENT_SECRET "
-        "environment variables) and that they belong to the configured ENVIRONMENT."
+        "Check CLIENT_ID and CLIENT_SECRET (e.g. the TRADEVEST_CLIENT_ID / "
+        "TRADEVEST_CLIENT_SECRET environment variables, or your prefix's) and that they belong "
+        "to the configured ENVIRONMENT."
     )
 
 
@@ -189,6 +190,8 @@ class TokenEndpointUnavailable(TradevestError):
         status_code: the HTTP status of the last answer, if there was one.
         retry_after: seconds the server asked us to wait (``Retry-After``), if it did.
         attempts: how many requests this call made (0 when backing off).
+        remembered: ``True`` when no request was made because the fleet is backing off after
+            a failure moments ago.
     """
 
     retryable = True
@@ -201,11 +204,13 @@ class TokenEndpointUnavailable(TradevestError):
         status_code: int | None = None,
         retry_after: float | None = None,
         attempts: int = 0,
+        remembered: bool = False,
     ):
         super().__init__(message, alias=alias)
         self.status_code = status_code
         self.retry_after = retry_after
         self.attempts = attempts
+        self.remembered = remembered
 
 
 class BadTokenResponse(TradevestError):

@@ -173,11 +173,17 @@ class TokenManager:
         }
 
     def refresh(self) -> Token:
-        """Fetch a new token now, whatever is cached, and share it (an explicit, blocking call)."""
+        """Fetch a new token now, whatever is cached, and share it (an explicit, blocking call).
+
+        Also a credentials check: the cache key leaves the secret out (a rotated secret keeps
+        the fleet's token), so only a real request proves the secret. The shared token is
+        replaced only when the request succeeds; a remembered failure is ignored and cleared.
+        """
         with self._lock:
             self._failure = None
-            self.shared.forget()
-            return self._fetch_and_share()
+            token = self._fetch_and_share()
+            self.shared.forget_failure()
+            return token
 
     def invalidate(self, token: Token, reason: str = "rejected by the API (401)") -> None:
         """Forget ``token`` (and only it) here and in the shared cache.
@@ -390,6 +396,7 @@ class TokenManager:
                 alias=self.alias,
                 status_code=failure.get("status"),
                 retry_after=wait,
+                remembered=True,
             )
 
     # -- time ----------------------------------------------------------------------------------

@@ -115,11 +115,9 @@ class SharedState:
             "write", lambda: self.cache.set(self.failure_key, failure, whole_seconds(timeout)), None
         )
 
-    def forget(self) -> None:
-        """Drop the shared token and any remembered failure (for an explicit refresh)."""
-        self._call(
-            "write", lambda: self.cache.delete_many([self.token_key, self.failure_key]), None
-        )
+    def forget_failure(self) -> None:
+        """Drop the remembered failure (after an explicit, successful refresh)."""
+        self._call("write", lambda: self.cache.delete(self.failure_key), None)
 
     def record_status(self, **fields: Any) -> None:
         """Merge ``fields`` into the fleet's status record (best effort, for the status page)."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-TokenSource = Literal["endpoint", "cache", "memory"]
+TokenSource = Literal["endpoint", "cache"]
 
 
 @dataclass(frozen=True)

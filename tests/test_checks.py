@@ -1,0 +1,243 @@
+"""System checks: errors from the settings validation, warnings about caches, ids as public API."""
+
+from __future__ import annotations
+
+import ast
+import io
+import re
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core import checks
+from django.core.cache.backends.locmem import LocMemCache
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+
+from tests.cmd_project import manage
+from tradevest_django import checks as tradevest_checks
+from tradevest_django.checks import CHECK_IDS, check_caches, check_settings
+from tradevest_django.conf import validate_setting
+
+PACKAGE = Path(tradevest_checks.__file__).resolve().parent
+SECRET = "checks-secret-Vb72-never-shown"
+GOOD = {"CLIENT_ID": "client-1234567", "CLIENT_SECRET": SECRET, "ENVIRONMENT": "test"}
+#: Ids already released; never renumbered, removed or reused.
+RELEASED = [f"tradevest_django.E00{n}" for n in range(1, 10)] + [
+    f"tradevest_django.W00{n}" for n in range(1, 5)
+]
+REDIS = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache"}}
+
+
+class TenantCache(LocMemCache):
+    """A local-memory cache under another name: only its base class gives it away."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a system check instantiated a cache")
+
+
+def ids(messages: list[checks.CheckMessage]) -> list[str | None]:
+    return [message.id for message in messages]
+
+
+def test_valid_settings_with_a_shared_cache_pass(settings: Any) -> None:
+    settings.TRADEVEST = {"default": GOOD, "reporting": {**GOOD, "ENVIRONMENT": "production"}}
+    settings.CACHES = REDIS
+    assert check_settings(None) == []
+    assert check_caches(None) == []
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, "E001"),
+        ({}, "E001"),
+        ([GOOD], "E001"),
+        ({"default": "client-1234567"}, "E002"),
+        ({"default": {**GOOD, "CLIENT_SECRET": ""}}, "E003"),
+        ({"default": {**GOOD, "ENVIRONMENT": "prod"}}, "E004"),
+        ({"default": {**GOOD, "AUTH_URL": "http://auth.example.com"}}, "E005"),
+        ({"default": {**GOOD, "CACHE": "tokens"}}, "E006"),
+        ({"default": {**GOOD, "CLIENT_SECRETS": SECRET}}, "E007"),
+        ({"default": {**GOOD, "TOKEN_RETRIES": -1}}, "E008"),
+    ],
+)
+def test_each_problem_of_the_setting_is_an_error(
+    settings: Any, value: object, expected: str
+) -> None:
+    if value is None:
+        del settings.TRADEVEST
+    else:
+        settings.TRADEVEST = value
+    messages = check_settings(None)
+    assert ids(messages) == [f"tradevest_django.{expected}"]
+    assert all(m.level == checks.ERROR and m.obj == "TRADEVEST" for m in messages)
+    # The same words as the runtime's TradevestConfigurationError: one validation, two reports.
+    assert [(m.id, m.msg, m.hint) for m in messages] == [
+        (p.check_id, p.msg, p.hint) for p in validate_setting(value)
+    ]
+
+
+def test_every_problem_is_reported_not_only_the_first(settings: Any) -> None:
+    settings.TRADEVEST = {
+        "default": {"CLIENT_ID": "", "ENVIRONMENT": "prod", "TOKEN_TIMEOUT": 0},
+        "other": 42,
+    }
+    assert sorted(ids(check_settings(None))) == [
+        "tradevest_django.E002",
+        "tradevest_django.E003",
+        "tradevest_django.E003",
+        "tradevest_django.E004",
+        "tradevest_django.E008",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("backend", "expected"),
+    [
+        ("django.core.cache.backends.locmem.LocMemCache", "W001"),
+        ("tests.test_checks.TenantCache", "W001"),
+        ("django.core.cache.backends.dummy.DummyCache", "W002"),
+        ("django.core.cache.backends.filebased.FileBasedCache", "W003"),
+        ("not_installed.cache.SharedFileBasedCache", "W003"),
+        ("django.core.cache.backends.db.DatabaseCache", "W004"),
+        ("django.core.cache.backends.redis.RedisCache", None),
+        ("django_redis.cache.RedisCache", None),
+        ("django.core.cache.backends.memcached.PyMemcacheCache", None),
+        ("django.core.cache.backends.memcached.PyLibMCCache", None),
+    ],
+)
+def test_cache_backend_warnings(settings: Any, backend: str, expected: str | None) -> None:
+    settings.TRADEVEST = {"default": GOOD}
+    settings.CACHES = {"default": {"BACKEND": backend}}
+    messages = check_caches(None)
+    assert ids(messages) == ([f"tradevest_django.{expected}"] if expected else [])
+    for message in messages:
+        assert message.level == checks.WARNING
+        assert "TRADEVEST['default']" in message.msg and "CACHES['default']" in message.msg
+        assert "Redis" in message.hint
+
+
+def test_only_the_caches_the_aliases_use_are_judged(settings: Any) -> None:
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "tokens": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"},
+        "shared": REDIS["default"],
+    }
+    settings.TRADEVEST = {
+        "default": {**GOOD, "CACHE": "shared"},
+        "reporting": {**GOOD, "CACHE": "tokens"},
+        "missing": {**GOOD, "CACHE": "nowhere"},  # E006, no warning
+        "broken": "not a dict",
+    }
+    messages = check_caches(None)
+    assert ids(messages) == ["tradevest_django.W002"]
+    assert "TRADEVEST['reporting']" in messages[0].msg
+    assert "TRADEVEST['reporting']['CACHE']" in messages[0].hint
+
+
+def test_cache_checks_skip_what_other_checks_report(settings: Any) -> None:
+    settings.TRADEVEST = {"default": GOOD}
+    settings.CACHES = {"default": {"LOCATION": "no backend"}}
+    assert check_caches(None) == []
+    settings.TRADEVEST = None
+    assert check_caches(None) == []
+
+
+def test_checks_touch_no_cache_and_no_network(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_network(*args: object) -> None:
+        raise AssertionError("a system check opened a connection")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    settings.TRADEVEST = {"default": GOOD}
+    settings.CACHES = {"default": {"BACKEND": "tests.test_checks.TenantCache"}}
+    messages = checks.run_checks(tags=["tradevest"])
+    assert ids(messages) == ["tradevest_django.W001"]
+
+
+def test_registered_with_a_tag_and_run_by_default(settings: Any) -> None:
+    settings.TRADEVEST = {"default": {**GOOD, "CLIENT_SECRET": ""}}
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}}
+    expected = ["tradevest_django.E003", "tradevest_django.W002"]
+    assert sorted(ids(checks.run_checks(tags=["tradevest"]))) == expected
+    everything = ids(checks.run_checks())
+    assert all(check_id in everything for check_id in expected)
+    assert ids(checks.run_checks(tags=["caches"])).count("tradevest_django.W002") == 1
+
+
+def test_check_command_output_names_the_fix_and_never_the_secret(settings: Any) -> None:
+    settings.TRADEVEST = {
+        "default": {
+            "CLIENT_ID": "client-1234567",
+            "CLIENT_SECRET": SECRET,
+            "AUTH_URL": f"https://client-1234567:{SECRET}@auth.example.com",
+            "CLIENT_SECRETS": SECRET,
+            "ENVIRONMENT": "prod",
+        },
+        "reporting": {"CLIENT_ID": "client-89", "CLIENT_SECRET": 987650, "ENVIRONMENT": "test"},
+    }
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with pytest.raises(SystemCheckError) as excinfo:
+        call_command("check", "--tag", "tradevest", stdout=stdout, stderr=stderr)
+    output = "\n".join([str(excinfo.value), stdout.getvalue(), stderr.getvalue()])
+    for check_id in ("E003", "E004", "E005", "E007", "W001"):
+        assert f"(tradevest_django.{check_id})" in output
+    assert "Did you mean 'CLIENT_SECRET'?" in output
+    assert "TRADEVEST_CLIENT_SECRET environment variable" in output
+    assert SECRET not in output and "987650" not in output
+
+
+def test_ids_can_be_silenced(settings: Any) -> None:
+    settings.TRADEVEST = {"default": GOOD}
+    settings.SILENCED_SYSTEM_CHECKS = ["tradevest_django.W001"]
+    stdout, stderr = io.StringIO(), io.StringIO()
+    call_command("check", "--tag", "tradevest", stdout=stdout, stderr=stderr)
+    assert "W001" not in stdout.getvalue() + stderr.getvalue()
+    assert "no issues (1 silenced)" in stdout.getvalue()
+
+
+def test_check_ids_are_unique_listed_and_never_renumbered() -> None:
+    source = (PACKAGE / "checks.py").read_text()
+    literal = next(
+        node.value
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.AnnAssign)
+        and isinstance(node.target, ast.Name)
+        and node.target.id == "CHECK_IDS"
+    )
+    assert isinstance(literal, ast.Dict)
+    keys = [ast.literal_eval(key) for key in literal.keys if key is not None]
+    assert len(keys) == len(set(keys)), "a check id is listed twice in CHECK_IDS"
+    # Public API: ids are only ever added, never renumbered, removed or reused.
+    assert set(RELEASED) <= set(keys)
+    assert keys == sorted(keys, key=lambda check_id: (check_id[-4], int(check_id[-3:])))
+    assert all(meaning.endswith(".") and len(meaning) < 120 for meaning in CHECK_IDS.values())
+    # Every id the package can produce (anywhere but the table itself) is in the table.
+    texts = [p.read_text() for p in PACKAGE.rglob("*.py") if p.name != "checks.py"]
+    texts.append(source.replace(ast.get_source_segment(source, literal) or "", ""))
+    produced = {
+        found for text in texts for found in re.findall(r"tradevest_django\.[EW]\d{3}", text)
+    }
+    assert produced == set(CHECK_IDS), "every id produced is listed in CHECK_IDS, and vice versa"
+    warnings = [check_id for check_id, _, _ in tradevest_checks._CACHE_WARNINGS.values()]
+    assert len(warnings) == len(set(warnings))
+
+
+def test_check_as_a_real_manage_py_subprocess(tmp_path: Path) -> None:
+    env = {
+        "CMD_PROJECT_CACHE_DIR": str(tmp_path),
+        "TRADEVEST_CLIENT_ID": "client-1234567",
+        "TRADEVEST_CLIENT_SECRET": SECRET,
+        "TRADEVEST_ENVIRONMENT": "test",
+    }
+    result = manage("check", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "(tradevest_django.W003)" in result.stdout + result.stderr
+    result = manage("check", env={**env, "TRADEVEST_CLIENT_SECRET": ""})
+    assert result.returncode == 1
+    assert "(tradevest_django.E003)" in result.stderr
+    assert "TRADEVEST_CLIENT_SECRET" in result.stderr
+    assert SECRET not in result.stdout + result.stderr

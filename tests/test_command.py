@@ -1,0 +1,337 @@
+"""``manage.py tradevest_token`` against the real loopback fake server."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.cache import caches
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from tests.cmd_project import manage
+from tradevest_django import api
+from tradevest_django.management.commands.tradevest_token import JSON_KEYS, Command
+from tradevest_django.testing import FakeTradevestServer, Fault
+from tradevest_django.tokens import fingerprint
+
+SECRET = "command-secret-Pq93"
+WRONG_SECRET = "wrong-secret-Lk27"
+CLIENT_ID = "command-client-4711"
+
+
+@pytest.fixture
+def server() -> Iterator[FakeTradevestServer]:
+    with FakeTradevestServer(client_id=CLIENT_ID, client_secret=SECRET) as fake:
+        yield fake
+
+
+@pytest.fixture
+def configured(settings: Any, server: FakeTradevestServer) -> FakeTradevestServer:
+    """``TRADEVEST = {"default": <the server>}`` with an empty local-memory cache."""
+    settings.TRADEVEST = {"default": server.settings()}
+    caches["default"].clear()
+    return server
+
+
+def run(*args: str, **options: Any) -> tuple[str, str, int]:
+    """Run the command; return (stdout, stderr, exit status) as ``manage.py`` would end."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    try:
+        call_command("tradevest_token", *args, stdout=stdout, stderr=stderr, **options)
+    except CommandError as err:
+        stderr.write(f"CommandError: {err}\n")  # what manage.py prints before exiting
+        return stdout.getvalue(), stderr.getvalue(), err.returncode
+    return stdout.getvalue(), stderr.getvalue(), 0
+
+
+def assert_no_secrets(server: FakeTradevestServer, *outputs: str) -> None:
+    for output in outputs:
+        assert SECRET not in output and WRONG_SECRET not in output
+        for token in server.issued_tokens:
+            assert token not in output
+
+
+def test_first_run_requests_a_token_then_the_cache_serves_it(
+    configured: FakeTradevestServer,
+) -> None:
+    stdout, stderr, code = run()
+    assert (code, stderr) == (0, "")
+    [line] = stdout.splitlines()
+    token = configured.issued_tokens[0]
+    assert line.startswith(f"default  {configured.auth_url.removeprefix('http://')}  ")
+    assert "client comm…11" in line and CLIENT_ID not in line
+    assert "new request" in line
+    assert f"fingerprint {fingerprint(token)}" in line
+    expires = (datetime.now(timezone.utc) + timedelta(hours=1)).strftime("%Y-%m-%d %H:")
+    assert f"expires {expires}" in line and "UTC (in 59m" in line
+
+    stdout_again, _, code = run()  # same process, same manager
+    assert code == 0 and "cached" in stdout_again and "new request" not in stdout_again
+    api.reset()  # a new process: nothing in memory, the token is in the shared cache
+    stdout_cache, _, code = run()
+    assert code == 0 and "cached" in stdout_cache
+    assert f"fingerprint {fingerprint(token)}" in stdout_cache
+    assert configured.token_request_count == 1
+    assert_no_secrets(configured, stdout, stderr, stdout_again, stdout_cache)
+
+
+def test_refresh_requests_a_new_token_although_one_is_cached(
+    configured: FakeTradevestServer,
+) -> None:
+    run()
+    stdout, stderr, code = run("--refresh")
+    assert (code, stderr) == (0, "")
+    assert "new request" in stdout
+    assert configured.token_request_count == 2
+    assert f"fingerprint {fingerprint(configured.issued_tokens[1])}" in stdout
+    api.reset()
+    stdout, _, _ = run()
+    assert f"fingerprint {fingerprint(configured.issued_tokens[1])}" in stdout  # shared it
+
+
+def test_json_has_stable_keys(configured: FakeTradevestServer) -> None:
+    stdout, stderr, code = run("--json")
+    assert (code, stderr) == (0, "")
+    [result] = json.loads(stdout)
+    assert tuple(result) == JSON_KEYS
+    token = configured.issued_tokens[0]
+    expires_at = datetime.fromisoformat(result.pop("expires_at"))
+    assert expires_at.utcoffset() == timedelta(0)
+    assert abs(expires_at - datetime.now(timezone.utc) - timedelta(hours=1)) < timedelta(seconds=5)
+    assert 3590 <= result.pop("expires_in") <= 3600
+    assert result == {
+        "ok": True,
+        "alias": "default",
+        "environment": None,
+        "auth_host": configured.auth_url.removeprefix("http://"),
+        "client_id": "comm…11",
+        "source": "endpoint",
+        "fingerprint": fingerprint(token),
+        "error": None,
+        "error_code": None,
+        "message": None,
+        "hint": None,
+    }
+    api.reset()
+    stdout, _, _ = run("--json")
+    assert json.loads(stdout)[0]["source"] == "cache"
+    assert_no_secrets(configured, stdout)
+
+
+def test_print_token_prints_the_token_and_nothing_else(
+    settings: Any, configured: FakeTradevestServer
+) -> None:
+    settings.TRADEVEST = {
+        "partner": configured.settings(SCOPE="partner"),
+        "default": configured.settings(),
+        "broken": {"CLIENT_ID": "not used by --print-token"},
+    }
+    stdout, stderr, code = run("--print-token")  # the alias named "default", not the first
+    assert (stdout, stderr, code) == (configured.issued_tokens[0] + "\n", "", 0)
+    assert "scope" not in configured.token_requests[0].form
+    stdout, stderr, code = run("--print-token", "--alias", "default", "--refresh")
+    assert (stdout, stderr, code) == (configured.issued_tokens[1] + "\n", "", 0)
+    stdout, stderr, code = run("--print-token", "--alias", "partner")
+    assert (stdout, stderr, code) == (configured.issued_tokens[2] + "\n", "", 0)
+    assert configured.token_requests[2].form["scope"] == ["partner"]
+
+
+@pytest.mark.parametrize(
+    ("args", "options", "fragment"),
+    [
+        (["--print-token", "--alias", "default", "--alias", "other"], {}, "exactly one alias"),
+        (["--print-token"], {"json": True}, "cannot be combined"),
+    ],
+)
+def test_print_token_usage_errors(
+    configured: FakeTradevestServer, args: list[str], options: dict[str, Any], fragment: str
+) -> None:
+    stdout, stderr, code = run(*args, **options)
+    assert (stdout, code) == ("", 2)
+    assert fragment in stderr
+    assert configured.token_request_count == 0
+
+
+def test_print_token_failure_prints_nothing_on_stdout(configured: FakeTradevestServer) -> None:
+    configured.inject(Fault.error("invalid_client", status=401))
+    stdout, stderr, code = run("--print-token")
+    assert (stdout, code) == ("", 1)
+    assert "invalid_client" in stderr and "TRADEVEST_CLIENT_SECRET" in stderr
+
+
+@pytest.mark.parametrize("json_output", [False, True])
+def test_invalid_client_exits_1_with_the_fix(
+    configured: FakeTradevestServer, json_output: bool
+) -> None:
+    configured.inject(Fault.error("invalid_client", status=401))
+    stdout, stderr, code = run(*(["--json"] if json_output else []))
+    assert code == 1
+    host = configured.auth_url.removeprefix("http://")
+    [diagnostic, summary] = stderr.splitlines()
+    assert diagnostic.startswith(f"default: InvalidClient (invalid_client) from {host}: ")
+    assert (
+        "Check CLIENT_ID and CLIENT_SECRET (e.g. the TRADEVEST_CLIENT_ID / TRADEVEST_CLIENT_SECRET"
+        in diagnostic
+    )
+    assert summary == "CommandError: 1 of 1 alias(es) got no token: default."
+    if json_output:
+        [result] = json.loads(stdout)
+        assert tuple(result) == JSON_KEYS
+        assert result["ok"] is False
+        assert (result["error"], result["error_code"]) == ("InvalidClient", "invalid_client")
+        assert "refused the token request" in result["message"]
+        assert "TRADEVEST_CLIENT_SECRET" in result["hint"]
+        assert result["source"] is result["expires_at"] is result["fingerprint"] is None
+    else:
+        assert stdout.rstrip().endswith("FAILED (invalid_client)")
+    assert_no_secrets(configured, stdout, stderr)
+
+
+def test_a_remembered_refusal_points_to_refresh(configured: FakeTradevestServer) -> None:
+    configured.inject(Fault.error("invalid_client", status=401))
+    run()
+    _, stderr, code = run()
+    assert code == 1 and configured.token_request_count == 1
+    assert "remembered" in stderr and "Run with --refresh to ask again now." in stderr
+    stdout, _, code = run("--refresh")
+    assert code == 0 and "new request" in stdout
+
+
+@pytest.mark.parametrize(
+    ("fault", "error", "fragment"),
+    [
+        (Fault.status(503), "TokenEndpointUnavailable", "Check that this machine can reach"),
+        (Fault.json({"access_token": ""}), "BadTokenResponse", "Check AUTH_URL and TOKEN_PATH"),
+        (Fault.error("invalid_scope"), "InvalidScope", "Check SCOPE"),
+    ],
+)
+def test_other_failures_name_the_host_and_a_fix(
+    settings: Any, configured: FakeTradevestServer, fault: Fault, error: str, fragment: str
+) -> None:
+    settings.TRADEVEST = {"default": configured.settings(TOKEN_RETRIES=0)}
+    configured.inject(fault)
+    stdout, stderr, code = run("--json")
+    assert code == 1
+    host = configured.auth_url.removeprefix("http://")
+    assert stderr.startswith(f"default: {error}")
+    assert f"from {host}: " in stderr
+    assert fragment in stderr
+    [result] = json.loads(stdout)
+    assert result["error"] == error and fragment in result["hint"]
+
+
+def test_wrong_secret_fails_and_is_never_shown(
+    settings: Any, configured: FakeTradevestServer
+) -> None:
+    settings.TRADEVEST = {"default": configured.settings(CLIENT_SECRET=WRONG_SECRET)}
+    outputs = []
+    for args in ([], ["--json"], ["--print-token"], ["--refresh"]):
+        stdout, stderr, code = run(*args)
+        assert code == 1 and "invalid_client" in stderr
+        outputs += [stdout, stderr]
+    assert_no_secrets(configured, *outputs)
+
+
+def test_one_failing_alias_does_not_hide_the_others(
+    settings: Any, configured: FakeTradevestServer
+) -> None:
+    settings.TRADEVEST = {
+        "default": configured.settings(),
+        "partner": configured.settings(CLIENT_ID="unknown-partner", ENVIRONMENT="production"),
+    }
+    stdout, stderr, code = run()
+    assert code == 1
+    good, bad = stdout.splitlines()
+    assert good.startswith("default  ") and "new request" in good
+    host = configured.auth_url.removeprefix("http://")
+    assert bad.startswith(f"partner  production ({host})  client unkn…er  FAILED (invalid_client)")
+    assert stderr.startswith(f"partner: InvalidClient (invalid_client) from production ({host}): ")
+    assert len(stderr.splitlines()) == 2  # one diagnostic (partner), one summary
+    assert stderr.splitlines()[-1] == "CommandError: 1 of 2 alias(es) got no token: partner."
+
+    stdout, _, code = run("--json")
+    assert code == 1
+    assert [(r["alias"], r["ok"], r["source"]) for r in json.loads(stdout)] == [
+        ("default", True, "cache"),
+        ("partner", False, None),
+    ]
+    stdout, stderr, code = run("--alias", "partner", "--alias", "default", "--alias", "partner")
+    assert code == 1
+    assert [line.split()[0] for line in stdout.splitlines()] == ["partner", "default"]
+    stdout, stderr, code = run("--alias", "default")
+    assert (code, stderr) == (0, "")
+    assert_no_secrets(configured, stdout, stderr)
+
+
+@pytest.mark.parametrize(
+    ("tradevest", "fragment"),
+    [
+        ("unknown alias", "TRADEVEST has no alias 'nope'. Configured aliases: default."),
+        ({"default": {"CLIENT_ID": CLIENT_ID, "AUTH_URL": "https://a.example"}}, "CLIENT_SECRET"),
+        ({}, "The TRADEVEST setting is missing, empty or not a dict."),
+        (None, "The TRADEVEST setting is missing, empty or not a dict."),
+    ],
+)
+def test_configuration_errors_exit_2(
+    settings: Any, configured: FakeTradevestServer, tradevest: object, fragment: str
+) -> None:
+    args = ["--alias", "nope"] if tradevest == "unknown alias" else []
+    if tradevest is None:
+        del settings.TRADEVEST
+    elif tradevest != "unknown alias":
+        settings.TRADEVEST = tradevest
+    stdout, stderr, code = run(*args)
+    assert (stdout, code) == ("", 2)
+    assert fragment in stderr
+    assert configured.token_request_count == 0
+
+
+def test_help_documents_the_modes_and_exit_codes() -> None:
+    parser = Command().create_parser("manage.py", "tradevest_token")
+    text = " ".join(parser.format_help().split())
+    assert "SENSITIVE" in text and "JSON array" in text and "Exit status: 0" in text
+    assert "1 when any alias failed" in text and "2 for a usage or configuration error" in text
+
+
+def test_as_a_real_manage_py_subprocess(server: FakeTradevestServer, tmp_path: Path) -> None:
+    env = {
+        "CMD_PROJECT_CACHE_DIR": str(tmp_path),
+        "TRADEVEST_CLIENT_ID": CLIENT_ID,
+        "TRADEVEST_CLIENT_SECRET": SECRET,
+        "TRADEVEST_AUTH_URL": server.auth_url,
+    }
+    first = manage("tradevest_token", env=env)
+    assert (first.returncode, first.stderr) == (0, "")
+    assert "new request" in first.stdout
+    # A second process finds the token in the (file-based) cache the first one filled.
+    second = manage("tradevest_token", "--json", env=env)
+    assert second.returncode == 0
+    assert json.loads(second.stdout)[0]["source"] == "cache"
+    printed = manage("tradevest_token", "--print-token", env=env)
+    assert (printed.stdout, printed.stderr) == (server.issued_tokens[0] + "\n", "")
+    assert server.token_request_count == 1
+
+    failed = manage("tradevest_token", "--refresh", env={**env, "TRADEVEST_CLIENT_SECRET": "x"})
+    assert (failed.returncode, failed.stdout.split()[-1]) == (1, "(invalid_client)")
+    assert "TRADEVEST_CLIENT_SECRET" in failed.stderr
+    assert "CommandError: 1 of 1 alias(es) got no token: default." in failed.stderr
+    usage = manage("tradevest_token", "--alias", "nope", env=env)
+    assert usage.returncode == 2 and "no alias 'nope'" in usage.stderr
+    assert_no_secrets(
+        server,
+        first.stdout,
+        first.stderr,
+        second.stdout,
+        second.stderr,
+        printed.stderr,
+        failed.stdout,
+        failed.stderr,
+        usage.stdout,
+        usage.stderr,
+    )

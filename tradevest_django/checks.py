@@ -1,0 +1,128 @@
+"""System checks (``manage.py check``) for the ``TRADEVEST`` setting and the caches it uses.
+
+Errors come from :func:`tradevest_django.conf.validate_setting`, so ``check`` and the runtime
+report the same problems in the same words. Warnings name cache backends that cannot share a
+token across a fleet safely; they read the ``BACKEND`` path in ``CACHES`` and nothing else. No
+check here touches a cache or the network.
+
+Check ids are public API (``SILENCED_SYSTEM_CHECKS`` depends on them): never renumber or reuse one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from django.apps import AppConfig
+from django.conf import settings
+from django.core import checks
+from django.utils.module_loading import import_string
+
+from .conf import DEFAULTS, SETTING, validate_setting
+
+#: Every check id, with its one-line meaning (documented in docs/checks.md).
+CHECK_IDS: dict[str, str] = {
+    "tradevest_django.E001": "The TRADEVEST setting is missing, empty or not a dict.",
+    "tradevest_django.E002": "An alias of TRADEVEST is not a dict.",
+    "tradevest_django.E003": "An alias has no CLIENT_ID or no CLIENT_SECRET (missing or empty).",
+    "tradevest_django.E004": "An alias names an unknown ENVIRONMENT, or none and no AUTH_URL.",
+    "tradevest_django.E005": "AUTH_URL or API_URL is not an https URL (http only for loopback).",
+    "tradevest_django.E006": "An alias's CACHE names a cache that is not in CACHES.",
+    "tradevest_django.E007": "An alias has an unknown key (a typo).",
+    "tradevest_django.E008": "An alias has an option with an invalid value.",
+    "tradevest_django.E009": "ENCRYPTION_KEYS is set but the cryptography package is missing.",
+    "tradevest_django.W001": "An alias's cache is local-memory: processes do not share the token.",
+    "tradevest_django.W002": "An alias's cache is the dummy cache: every call requests a token.",
+    "tradevest_django.W003": "An alias's cache is file-based: the refresh lock is not atomic.",
+    "tradevest_django.W004": "An alias's cache is the database cache: the refresh lock is not "
+    "atomic and tokens wait for the request's commit.",
+}
+
+_SHARED = (
+    "Point {where}['CACHE'] at a cache that all processes share with an atomic add(): Redis "
+    "(django.core.cache.backends.redis.RedisCache or django_redis) or Memcached."
+)
+
+#: Django's class name -> (check id, what is wrong with it, hint). Subclasses match too.
+_CACHE_WARNINGS: dict[str, tuple[str, str, str]] = {
+    "LocMemCache": (
+        "tradevest_django.W001",
+        "a local-memory cache: worker processes do not share its token",
+        "Every process requests its own token. "
+        + _SHARED
+        + " With a single process (development), silence this check: "
+        "SILENCED_SYSTEM_CHECKS = ['tradevest_django.W001'].",
+    ),
+    "DummyCache": (
+        "tradevest_django.W002",
+        "the dummy cache, which cannot hold a token: every call requests a new one",
+        "Tradevest may rate-limit or refuse clients that request a token per call. " + _SHARED,
+    ),
+    "FileBasedCache": (
+        "tradevest_django.W003",
+        "a file-based cache, whose add() is not atomic across processes",
+        "Two processes may both win the refresh lock and both request a token. " + _SHARED,
+    ),
+    "DatabaseCache": (
+        "tradevest_django.W004",
+        "the database cache, whose add() is not atomic across processes",
+        "Two processes may both win the refresh lock; and with ATOMIC_REQUESTS a token stored "
+        "during a request stays invisible to other processes until that request commits. "
+        + _SHARED,
+    ),
+}
+
+
+def check_settings(
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """Report every problem of the ``TRADEVEST`` setting as an error (``E0xx``)."""
+    return [
+        checks.Error(problem.msg, hint=problem.hint, obj=SETTING, id=problem.check_id)
+        for problem in validate_setting(getattr(settings, SETTING, None))
+    ]
+
+
+def check_caches(
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """Warn about each alias whose cache cannot share a token safely (``W0xx``)."""
+    aliases = getattr(settings, SETTING, None)
+    caches = getattr(settings, "CACHES", None)
+    if not isinstance(aliases, Mapping) or not isinstance(caches, Mapping):
+        return []  # check_settings (or Django's own cache checks) reports these
+    messages: list[checks.CheckMessage] = []
+    for alias, options in aliases.items():
+        if not isinstance(options, Mapping):
+            continue
+        cache_alias = options.get("CACHE", DEFAULTS["CACHE"])
+        entry = caches.get(cache_alias) if isinstance(cache_alias, str) else None
+        backend = entry.get("BACKEND") if isinstance(entry, Mapping) else None
+        warning = _cache_warning(backend) if isinstance(backend, str) else None
+        if warning is not None:
+            check_id, problem, hint = warning
+            where = f"{SETTING}[{str(alias)!r}]"
+            messages.append(
+                checks.Warning(
+                    f"{where} keeps its token in CACHES[{cache_alias!r}], {problem}.",
+                    hint=hint.format(where=where),
+                    obj=SETTING,
+                    id=check_id,
+                )
+            )
+    return messages
+
+
+def _cache_warning(backend: str) -> tuple[str, str, str] | None:
+    names = [backend]
+    # Importing the class (no instance, no I/O) also recognises subclasses with other names.
+    with contextlib.suppress(ImportError):
+        cls = import_string(backend)
+        if isinstance(cls, type):
+            names += [klass.__qualname__ for klass in cls.__mro__]
+    for name in names:
+        for suffix, warning in _CACHE_WARNINGS.items():
+            if name.rpartition(".")[2].endswith(suffix):
+                return warning
+    return None
