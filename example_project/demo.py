@@ -39,7 +39,8 @@ def manage(*args: str, env: dict[str, str], check: bool = True) -> str:
     )
     if check and result.returncode != 0:
         sys.exit(f"manage.py {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
-    return (result.stdout + result.stderr).strip()
+    logged = [f"    log: {line}" for line in result.stderr.strip().splitlines()]
+    return "\n".join([result.stdout.strip(), *logged]).strip()
 
 
 def environment(server: FakeTradevestServer, cache_dir: str) -> dict[str, str]:
@@ -75,7 +76,8 @@ def run_demo(server: FakeTradevestServer, env: dict[str, str]) -> None:
 
     print("\n2. manage.py tradevest_token, in two separate processes")
     for _ in range(2):
-        say(manage("tradevest_token", env=env))
+        for line in manage("tradevest_token", env=env).splitlines():
+            say(line)
     say(f"token requests received by the auth server: {server.token_request_count}")
 
     print("\n3. the example view /prices/, calling the API through get_session()")
@@ -109,6 +111,7 @@ def run_demo(server: FakeTradevestServer, env: dict[str, str]) -> None:
             ],
             cwd=HERE,
             env=env,
+            stdout=subprocess.DEVNULL,  # the worker's banner; warnings still reach stderr
         )
         try:
             result = fetch_prices.delay().get(timeout=60)

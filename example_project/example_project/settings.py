@@ -65,6 +65,7 @@ CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 TRADEVEST = {"default": tradevest_env(env)}
 
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="")
+CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=CELERY_BROKER_URL) or None
 # Without a broker, tasks run in the calling process: enough to try the example.
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
 CELERY_TASK_EAGER_PROPAGATES = True
