@@ -241,3 +241,9 @@ def test_check_as_a_real_manage_py_subprocess(tmp_path: Path) -> None:
     assert "(tradevest_django.E003)" in result.stderr
     assert "TRADEVEST_CLIENT_SECRET" in result.stderr
     assert SECRET not in result.stdout + result.stderr
+
+
+def test_docs_list_every_check_id() -> None:
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "checks.md").read_text()
+    listed = set(re.findall(r"`(tradevest_django\.[EW]\d{3})`", docs))
+    assert listed == set(CHECK_IDS)

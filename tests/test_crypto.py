@@ -65,3 +65,11 @@ def test_bad_key_is_a_configuration_error_that_hides_the_value(server: FakeTrade
         "default", server.settings(ENCRYPTION_KEYS=[OLD]), check_cache=False
     )
     assert OLD not in repr(config)
+
+
+def test_a_single_key_string_is_accepted(server: FakeTradevestServer) -> None:
+    cache = LocMemCache("crypto", {})
+    token = TokenManager.from_options(
+        "default", server.settings(ENCRYPTION_KEYS=OLD), cache=cache
+    ).get_token()
+    assert manager(server, cache, [OLD]).get_token() == token

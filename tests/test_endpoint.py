@@ -209,3 +209,9 @@ def test_date_header_gives_clock_skew() -> None:
         result = endpoint(server, FakeClock(time.time())).fetch()
     assert 595 < result.skew < 605
     assert abs(result.token.expires_at.timestamp() - (time.time() + 600 + 3600)) < 5
+
+
+def test_a_large_error_page_is_still_a_retryable_outage(server: FakeTradevestServer) -> None:
+    server.inject(Fault.status(503, body=b"<html>" + b"x" * 300_000, content_type="text/html"))
+    result = endpoint(server).fetch()
+    assert result.attempts == 2

@@ -12,6 +12,7 @@ import requests
 import tradevest_django
 from tradevest_django import TradevestAuth, get_session
 from tradevest_django.exceptions import TradevestConfigurationError
+from tradevest_django.manager import TokenManager
 from tradevest_django.testing import FakeTradevestServer
 
 PERSON = "6f1c2b4e-8a4d-4c1e-9a55-0d2b8f3e7a10"
@@ -184,3 +185,22 @@ def test_forked_child_opens_its_own_connections(server: FakeTradevestServer) -> 
     assert server.connections_opened == opened + 1
     assert session.get("/parent-again").status_code == 200
     session.close()
+
+
+def test_a_host_with_a_wrong_clock_learns_it_from_api_responses(
+    tradevest_settings: FakeTradevestServer,
+) -> None:
+    import time
+
+    from tradevest_django.sessions import TradevestSession
+
+    server = tradevest_settings
+    tradevest_django.get_token()  # another process, with a right clock, shares a token
+    shared = tradevest_django.get_manager()
+    slow_host = TokenManager(shared.config, clock=lambda: time.time() - 600)
+    assert slow_host.get_token().source == "cache"  # adopted; it never saw a token response
+    assert slow_host._skew == 0
+    with TradevestSession(slow_host.config, TradevestAuth(manager=slow_host)) as session:
+        assert session.get("/x").status_code == 200
+    assert 595 < slow_host._skew < 605
+    assert server.token_request_count == 1

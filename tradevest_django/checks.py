@@ -33,7 +33,8 @@ CHECK_IDS: dict[str, str] = {
     "tradevest_django.E008": "An alias has an option with an invalid value.",
     "tradevest_django.E009": "ENCRYPTION_KEYS is set but the cryptography package is missing.",
     "tradevest_django.W001": "An alias's cache is local-memory: processes do not share the token.",
-    "tradevest_django.W002": "An alias's cache is the dummy cache: every call requests a token.",
+    "tradevest_django.W002": "An alias's cache is the dummy cache: nothing is shared, every "
+    "process requests its own token.",
     "tradevest_django.W003": "An alias's cache is file-based: the refresh lock is not atomic.",
     "tradevest_django.W004": "An alias's cache is the database cache: the refresh lock is not "
     "atomic and tokens wait for the request's commit.",
@@ -56,8 +57,9 @@ _CACHE_WARNINGS: dict[str, tuple[str, str, str]] = {
     ),
     "DummyCache": (
         "tradevest_django.W002",
-        "the dummy cache, which cannot hold a token: every call requests a new one",
-        "Tradevest may rate-limit or refuse clients that request a token per call. " + _SHARED,
+        "the dummy cache, which holds nothing: every process requests its own token, and "
+        "again after every restart",
+        "A fleet of N processes then requests N tokens per lifetime. " + _SHARED,
     ),
     "FileBasedCache": (
         "tradevest_django.W003",

@@ -54,13 +54,13 @@ DEFAULTS: dict[str, Any] = {
     "CACHE": "default",
     "TOKEN_TIMEOUT": (3.05, 10.0),
     "TOKEN_RETRIES": 3,
-    "TOKEN_DEADLINE": 15.0,
+    "TOKEN_DEADLINE": 10.0,
     "API_TIMEOUT": (3.05, 30.0),
     "API_RETRIES": 3,
     "EXPIRY_MARGIN": 30.0,
     "REFRESH_WINDOW": 0.1,
     "REFRESH_WINDOW_MAX": 300.0,
-    "LOCK_TIMEOUT": 10,
+    "LOCK_TIMEOUT": 12,
     "FAILURE_COOLDOWN": 30,
     "ENCRYPTION_KEYS": None,
 }
@@ -101,13 +101,13 @@ class AliasConfig:
     cache_alias: str = "default"
     token_timeout: Timeout = (3.05, 10.0)
     token_retries: int = 3
-    token_deadline: float = 15.0
+    token_deadline: float = 10.0
     api_timeout: Timeout = (3.05, 30.0)
     api_retries: int = 3
     expiry_margin: float = 30.0
     refresh_window: float = 0.1
     refresh_window_max: float = 300.0
-    lock_timeout: int = 10
+    lock_timeout: int = 12
     failure_cooldown: int = 30
     encryption_keys: tuple[str, ...] = field(default=(), repr=False)
 
@@ -159,7 +159,7 @@ class AliasConfig:
             refresh_window_max=float(values["REFRESH_WINDOW_MAX"]),
             lock_timeout=values["LOCK_TIMEOUT"],
             failure_cooldown=values["FAILURE_COOLDOWN"],
-            encryption_keys=tuple(_as_str(k) for k in values["ENCRYPTION_KEYS"] or ()),
+            encryption_keys=_keys(values["ENCRYPTION_KEYS"]),
         )
 
 
@@ -181,8 +181,13 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
-def _as_str(key: str | bytes) -> str:
-    return key.decode("ascii") if isinstance(key, bytes) else key
+def _keys(
+    value: str | bytes | list[str | bytes] | tuple[str | bytes, ...] | None,
+) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    keys = [value] if isinstance(value, str | bytes) else value
+    return tuple(key.decode("ascii") if isinstance(key, bytes) else key for key in keys)
 
 
 def _are_keys(value: object) -> bool:

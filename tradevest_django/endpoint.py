@@ -102,7 +102,7 @@ class TokenEndpoint:
             else:
                 if status != 429 and status < 500:
                     received = self._clock()
-                    skew = _skew(headers.get("Date"), received)
+                    skew = clock_skew(headers.get("Date"), received)
                     token = self._interpret(status, body, issued_at=sent + skew)
                     return FetchResult(token, attempt, received - started, skew)
                 retry_after = _retry_after(headers.get("Retry-After"), self._clock())
@@ -166,6 +166,9 @@ class TokenEndpoint:
                 body = b""
                 for chunk in response.iter_content(8192):
                     body += chunk
+                    if len(body) > MAX_BODY and response.status_code != 200:
+                        # An error page: its status says all we need; the body is never used.
+                        return response.status_code, response.headers, b""
                     if len(body) > MAX_BODY:
                         raise BadTokenResponse(
                             f"The token endpoint at {config.auth_host} sent more than "
@@ -279,7 +282,8 @@ def _retry_after(value: str | None, now: float) -> float | None:
     return max(when.timestamp() - now, 0.0)
 
 
-def _skew(date_header: str | None, received: float) -> float:
+def clock_skew(date_header: str | None, received: float) -> float:
+    """The server's clock minus ours, from a ``Date`` header (0 within :data:`SKEW_TOLERANCE`)."""
     if not date_header:
         return 0.0
     try:

@@ -29,7 +29,7 @@ from django.core.cache import BaseCache
 
 from . import signals
 from .conf import AliasConfig
-from .endpoint import FetchResult, TokenEndpoint
+from .endpoint import FetchResult, TokenEndpoint, clock_skew
 from .exceptions import (
     TokenEndpointError,
     TokenEndpointUnavailable,
@@ -184,6 +184,14 @@ class TokenManager:
             token = self._fetch_and_share()
             self.shared.forget_failure()
             return token
+
+    def observe_server_date(self, date_header: str | None) -> None:
+        """Learn how far this host's clock is off from a Tradevest response's ``Date`` header.
+
+        A process that only ever takes tokens from the cache never sees a token response, so
+        the session feeds it API responses' dates (the first of each session, and every 401).
+        """
+        self._skew = clock_skew(date_header, self._clock())
 
     def invalidate(self, token: Token, reason: str = "rejected by the API (401)") -> None:
         """Forget ``token`` (and only it) here and in the shared cache.

@@ -80,6 +80,7 @@ class TradevestAuth(AuthBase):
         self.alias = alias
         self.requestor_id = _validated_requestor_id(requestor_id)
         self._manager = manager
+        self._clock_checked = False
 
     @property
     def manager(self) -> TokenManager:
@@ -110,7 +111,14 @@ class TradevestAuth(AuthBase):
     def _handle_401(self, response: requests.Response, **kwargs: Any) -> requests.Response:
         request = response.request
         token: Token | None = getattr(request, "_tradevest_token", None)
-        if response.status_code != 401 or token is None or not self.is_api_url(request.url):
+        if token is None or not self.is_api_url(request.url):
+            return response
+        if response.status_code == 401 or not self._clock_checked:
+            # Cheap (once per session, and on 401s) and it lets a host whose clock is off
+            # judge expiry by Tradevest's clock even when it never requested a token itself.
+            self._clock_checked = True
+            self.manager.observe_server_date(response.headers.get("Date"))
+        if response.status_code != 401:
             return response
         if getattr(request, "_tradevest_replayed", False):
             return response  # the fresh token was refused too: the caller sees this 401

@@ -115,6 +115,11 @@ class SharedState:
             "write", lambda: self.cache.set(self.failure_key, failure, whole_seconds(timeout)), None
         )
 
+    def clear(self) -> None:
+        """Delete every key of this credential set (tests; a cache shared by test servers)."""
+        keys = [self.token_key, self.revoked_key, self.lock_key, self.failure_key, self.status_key]
+        self._call("write", lambda: self.cache.delete_many(keys), None)
+
     def forget_failure(self) -> None:
         """Drop the remembered failure (after an explicit, successful refresh)."""
         self._call("write", lambda: self.cache.delete(self.failure_key), None)

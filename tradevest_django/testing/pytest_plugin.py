@@ -30,5 +30,9 @@ def tradevest_server() -> Iterator[FakeTradevestServer]:
 @pytest.fixture
 def tradevest_settings(settings: Any, tradevest_server: FakeTradevestServer) -> FakeTradevestServer:
     """``TRADEVEST = {"default": ...}`` aimed at ``tradevest_server``; returns the server."""
+    from tradevest_django.api import get_manager
+
     settings.TRADEVEST = {"default": tradevest_server.settings()}
+    # A later test's server may get the same port, hence the same cache key: start clean.
+    get_manager().shared.clear()
     return tradevest_server
