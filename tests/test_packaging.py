@@ -1,0 +1,100 @@
+"""The distribution: sdist and wheel build, pass twine, install cleanly and carry what they must."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import tradevest_django
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+#: Tracked files that stay out of the sdist on purpose.
+NOT_SHIPPED = (".ci/", ".gitignore")
+
+
+def run(*args: object, cwd: Path = ROOT, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(
+        [str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, f"{args}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("dist")
+    run(sys.executable, "-m", "build", "--sdist", "--wheel", "--outdir", out, ROOT)
+    version = tradevest_django.__version__
+    return {
+        "sdist": out / f"tradevest_django-{version}.tar.gz",
+        "wheel": out / f"tradevest_django-{version}-py3-none-any.whl",
+    }
+
+
+def test_twine_check_passes(dist: dict[str, Path]) -> None:
+    run(sys.executable, "-m", "twine", "check", "--strict", dist["sdist"], dist["wheel"])
+
+
+def test_sdist_ships_every_tracked_file(dist: dict[str, Path]) -> None:
+    with tarfile.open(dist["sdist"]) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    tracked = run("git", "ls-files").split()
+    missing = [name for name in tracked if not name.startswith(NOT_SHIPPED) and name not in names]
+    assert not missing, f"tracked but not in the sdist: {missing}"
+    for required in (
+        "LICENSE",
+        "CHANGELOG.md",
+        "README.md",
+        "docs/index.md",
+        "tests/test_manager.py",
+        "tradevest_django/py.typed",
+    ):
+        assert required in names
+
+
+def test_wheel_carries_package_data_and_no_tests(dist: dict[str, Path]) -> None:
+    with zipfile.ZipFile(dist["wheel"]) as archive:
+        names = set(archive.namelist())
+    assert "tradevest_django/py.typed" in names
+    assert "tradevest_django/templates/tradevest_django/status.html" in names
+    assert "tradevest_django/testing/server.py" in names
+    assert not any(name.startswith(("tests/", "example_project/", "bench/")) for name in names)
+    metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    with zipfile.ZipFile(dist["wheel"]) as archive:
+        text = archive.read(metadata).decode()
+    assert "Requires-Dist: Django>=4.2" in text
+    assert "Requires-Dist: requests>=2.31" in text
+    assert "Requires-Dist: django-environ" in text
+
+
+def test_wheel_installs_into_a_clean_venv_and_the_example_passes_check(
+    dist: dict[str, Path], tmp_path: Path
+) -> None:
+    venv = tmp_path / "venv"
+    run(sys.executable, "-m", "venv", venv)
+    python = venv / "bin" / "python"
+    run(python, "-m", "pip", "install", "--quiet", dist["wheel"], "celery")
+    project = tmp_path / "example_project"
+    shutil.copytree(ROOT / "example_project", project)
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "TRADEVEST_CLIENT_ID": "packaging-client",
+        "TRADEVEST_CLIENT_SECRET": "packaging-secret",
+        "TRADEVEST_ENVIRONMENT": "test",
+        "DJANGO_SILENCED_SYSTEM_CHECKS": "tradevest_django.W001",
+    }
+    where = run(
+        python, "-c", "import tradevest_django; print(tradevest_django.__file__)", cwd=tmp_path
+    )
+    assert str(venv) in where  # the installed wheel, not the checkout
+    output = run(python, "manage.py", "check", cwd=project, env=env)
+    assert "no issues" in output
