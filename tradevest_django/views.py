@@ -55,4 +55,21 @@ def status(request: HttpRequest) -> HttpResponse:
     )
     if wants_json:
         return JsonResponse({"aliases": aliases, "checked": check})
-    return render(request, "tradevest_django/status.html", {"aliases": aliases, "checked": check})
+    rows = [{**alias, **_for_people(alias)} for alias in aliases]
+    return render(request, "tradevest_django/status.html", {"aliases": rows, "checked": check})
+
+
+def _for_people(alias: dict[str, Any]) -> dict[str, str]:
+    """Times as people read them: UTC without the ISO noise, and durations in minutes."""
+    shown: dict[str, str] = {}
+    for key in ("expires_at", "last_refresh"):
+        if alias.get(key):
+            shown[f"{key}_text"] = alias[key].replace("T", " ").replace("+00:00", " UTC")
+    seconds = alias.get("expires_in")
+    if isinstance(seconds, int):
+        minutes, secs = divmod(max(seconds, 0), 60)
+        hours, minutes = divmod(minutes, 60)
+        shown["expires_in_text"] = (
+            f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
+        )
+    return shown

@@ -57,6 +57,8 @@ DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / '
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True
 STATIC_URL = "static/"
+# The status page (/tradevest/) is staff only; unauthenticated visitors log in through the admin.
+LOGIN_URL = "admin:login"
 
 # One cache for the whole fleet: the token is fetched once and shared through it.
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
