@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
+from django.core.checks import CheckMessage
+from django.core.management.base import OutputWrapper
 
 from tests.reliability import figures
+from tradevest_django.exceptions import TradevestConfigurationError, TradevestError
 from tradevest_django.testing import FakeTradevestServer
 
 REDIS_URL = os.environ.get("TRADEVEST_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -82,11 +85,13 @@ class _Collector(logging.Handler):
 
 
 @pytest.fixture(autouse=True)
-def debug_log_records() -> Iterator[list[logging.LogRecord]]:
-    """Every log record of every test, at DEBUG, from every logger.
+def debug_log_records(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[logging.LogRecord]]:
+    """The suite-wide redaction proof, around every test.
 
-    After each test, every record (message and traceback) is scanned for the client secrets
-    and access tokens of the fake servers the test started: the suite-wide redaction proof.
+    Collects every log record (all loggers, at DEBUG), every exception the package creates
+    (message and repr), every management command's output and every system check message; after
+    the test, scans them all for the client secrets and access tokens of the fake servers the
+    test started. Yields the log records.
     """
     collector = _Collector()
     root = logging.getLogger()
@@ -94,20 +99,45 @@ def debug_log_records() -> Iterator[list[logging.LogRecord]]:
     root.addHandler(collector)
     root.setLevel(logging.DEBUG)
     _started_servers.clear()
+    created: list[object] = []
+    outputs: list[str] = []
+    for cls in (TradevestError, TradevestConfigurationError, CheckMessage):
+        monkeypatch.setattr(cls, "__init__", _recording(cls.__init__, created))
+    original_write = OutputWrapper.write
+
+    def write(self: OutputWrapper, msg: str = "", *args: object, **kwargs: object) -> None:
+        outputs.append(msg)
+        original_write(self, msg, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(OutputWrapper, "write", write)
     try:
         yield collector.records
     finally:
         root.removeHandler(collector)
         root.setLevel(old_level)
     formatter = logging.Formatter("%(message)s")
-    texts = [formatter.format(record) for record in collector.records]
+    logs = [formatter.format(record) for record in collector.records]
+    objects = [text for obj in created for text in (str(obj), repr(obj))]
     secrets = secrets_of(_started_servers)
-    leaked = leaks_in(texts, secrets)
+    # ``tradevest_token --print-token`` prints exactly one token on purpose (documented as such).
+    tokens = {token for server in _started_servers for token in server.issued_tokens}
+    outputs = [text for text in outputs if text.strip() not in tokens]
+    leaked = leaks_in(logs + objects + outputs, secrets)
     _started_servers.clear()
-    figures.count("log_records_scanned", len(texts))
+    figures.count("log_records_scanned", len(logs))
+    figures.count("exceptions_and_check_messages_scanned", len(created))
+    figures.count("command_outputs_scanned", len(outputs))
     figures.count("secrets_and_tokens_watched", len(secrets))
     figures.count("leaks_found", len(leaked))
-    assert not leaked, f"a log record contains a secret or token: {leaked[:3]!r}"
+    assert not leaked, f"a secret or token leaked into: {leaked[:3]!r}"
+
+
+def _recording(init: Callable[..., None], created: list[object]) -> Callable[..., None]:
+    def record(self: object, *args: object, **kwargs: object) -> None:
+        init(self, *args, **kwargs)
+        created.append(self)
+
+    return record
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

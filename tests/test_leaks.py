@@ -93,3 +93,42 @@ def test_configuration_errors_never_show_the_secret() -> None:
         texts += texts_of(info.value)
         texts += [p.msg + p.hint for p in validate_setting({"default": options})]
     assert not leaks_in(texts, {SECRET})
+
+
+SCAN_TARGETS = {
+    "a log record": "logging.getLogger('x').warning('token %s', server.issued_tokens[0])",
+    "an exception message": "TradevestError(f'secret {server.client_secret}')",
+    "a command's output": "OutputWrapper(io.StringIO()).write(server.client_secret)",
+    "a check message": "checks.Warning(f'hint {server.client_secret}')",
+}
+
+
+@pytest.mark.parametrize("where", SCAN_TARGETS)
+def test_the_suite_wide_scan_catches_a_leak(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """The autouse scan in tests/conftest.py fails a test whose output contains a secret."""
+    from pathlib import Path
+
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parent.parent))
+    pytester.makeconftest((Path(__file__).parent / "conftest.py").read_text())
+    pytester.makepyfile(
+        f"""
+        import io, logging
+        import requests
+        from django.core import checks
+        from django.core.management.base import OutputWrapper
+        from tradevest_django.exceptions import TradevestError
+        from tradevest_django.testing import FakeTradevestServer
+
+        def test_leaky():
+            with FakeTradevestServer() as server:
+                requests.post(server.token_url, data={{"grant_type": "client_credentials",
+                    "client_id": server.client_id, "client_secret": server.client_secret}},
+                    timeout=5)
+                {SCAN_TARGETS[where]}
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "--ds=tests.settings", timeout=60)
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*a secret or token leaked into*"])
