@@ -100,6 +100,7 @@ class TokenManager:
     def _init_locks(self) -> None:
         self._lock = threading.Lock()  # single flight for callers that must wait
         self._refreshing = threading.Lock()  # at most one background refresh
+        self._state_lock = threading.Lock()  # compare-and-set of _state (never on the hot path)
         self._refresh_thread: threading.Thread | None = None
 
     @classmethod
@@ -199,9 +200,10 @@ class TokenManager:
         A newer token that another worker has already stored stays: the cache is told which
         token was rejected, not to delete whatever it holds.
         """
-        state = self._state
-        if state is not None and state.token.access_token == token.access_token:
-            self._state = None
+        with self._state_lock:
+            state = self._state
+            if state is not None and state.token.access_token == token.access_token:
+                self._state = None
         remaining = token.expires_at_timestamp - self._now()
         self.shared.revoke(token, timeout=max(remaining, 1.0))
         logger.info("Invalidated token %s of alias %r: %s.", token.fingerprint, self.alias, reason)
@@ -354,9 +356,10 @@ class TokenManager:
 
     def _postpone(self, state: _State) -> None:
         """Look again a little later, without a thread per call in the meantime."""
-        if self._state is state:
-            wait = min(max((state.usable_until - self._now()) / 4, 0.05), 5.0)
-            self._state = replace(state, refresh_at=self._now() + wait)
+        wait = min(max((state.usable_until - self._now()) / 4, 0.05), 5.0)
+        with self._state_lock:
+            if self._state is state:  # not if it was invalidated or replaced meanwhile
+                self._state = replace(state, refresh_at=self._now() + wait)
 
     # -- failures shared by the fleet ----------------------------------------------------------
 
@@ -432,7 +435,8 @@ class TokenManager:
         # Jitter spreads a fleet's first look at the cache over a slice of the window.
         window *= 1 + self._rng.uniform(0, 0.25)
         refresh_at = max(usable_until - window, min(self._now(), usable_until))
-        self._state = _State(token, refresh_at, usable_until)
+        with self._state_lock:
+            self._state = _State(token, refresh_at, usable_until)
         return token
 
     def _send(self, signal: Any, **kwargs: Any) -> None:
