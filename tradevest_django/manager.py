@@ -23,7 +23,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeGuard
 
 from django.core.cache import BaseCache
 
@@ -216,6 +216,7 @@ class TokenManager:
             state = self._state
             if state is not None and self._now() < state.usable_until:
                 return state.token  # another thread got one while we waited for the lock
+            # _obtain returns None only in the background; the fallback is for the type checker.
             return self._obtain(background=False) or self._fetch_and_share()
 
     def _obtain(self, *, background: bool) -> Token | None:
@@ -225,7 +226,7 @@ class TokenManager:
         """
         current = self._state.token if self._state is not None else None
         shared, failure, _ = self.shared.snapshot()
-        if shared is not None and self._usable(shared) and _newer(shared, current):
+        if self._adoptable(shared, current):
             return self._adopt(shared)
         self._raise_remembered(failure)
         owner = self.shared.acquire_lock(self.config.lock_timeout)
@@ -238,7 +239,7 @@ class TokenManager:
             owner = self.shared.acquire_lock(self.config.lock_timeout)
         try:
             shared, _, _ = self.shared.snapshot()  # stored while we took the lock?
-            if shared is not None and self._usable(shared) and _newer(shared, current):
+            if self._adoptable(shared, current):
                 return self._adopt(shared)
             return self._fetch_and_share()
         finally:
@@ -253,7 +254,7 @@ class TokenManager:
             self._sleep(interval)
             interval = min(interval * 1.5, 0.25)
             shared, failure, locked = self.shared.snapshot()
-            if shared is not None and self._usable(shared) and _newer(shared, current):
+            if self._adoptable(shared, current):
                 return self._adopt(shared)
             self._raise_remembered(failure)
             if not locked:
@@ -424,6 +425,10 @@ class TokenManager:
 
     def _usable(self, token: Token) -> bool:
         return self._now() < self._usable_until(token)
+
+    def _adoptable(self, shared: Token | None, current: Token | None) -> TypeGuard[Token]:
+        """Whether the shared token is worth taking instead of ``current`` (usable and newer)."""
+        return shared is not None and self._usable(shared) and _newer(shared, current)
 
     def _adopt(self, token: Token) -> Token:
         usable_until = self._usable_until(token)
