@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import math
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -205,15 +206,24 @@ def _timeout(value: float | tuple[float, float] | list[float]) -> Timeout:
     return (float(value[0]), float(value[1]))
 
 
-def _is_number(value: object, *, minimum: float = 0.0, integer: bool = False) -> bool:
+def _is_number(
+    value: object, *, minimum: float = 0.0, maximum: float = 86400.0, integer: bool = False
+) -> bool:
+    """A finite number in [minimum, maximum] (no bool; an int when ``integer``)."""
     kinds = (int,) if integer else (int, float)
-    return isinstance(value, kinds) and not isinstance(value, bool) and value >= minimum
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        return False
+    try:
+        number = float(value)
+    except OverflowError:
+        return False
+    return math.isfinite(number) and minimum <= number <= maximum
 
 
 def _is_timeout(value: object) -> bool:
     if isinstance(value, list | tuple):
-        return len(value) == 2 and all(_is_number(v, minimum=0.001) for v in value)
-    return _is_number(value, minimum=0.001)
+        return len(value) == 2 and all(_is_number(v, minimum=0.001, maximum=3600) for v in value)
+    return _is_number(value, minimum=0.001, maximum=3600)
 
 
 _VALUE_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
@@ -232,19 +242,31 @@ _VALUE_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
         "None (no scope is sent), a string or a list of strings",
     ),
     "CACHE": (lambda v: isinstance(v, str) and bool(v), "the name of an alias in CACHES"),
-    "TOKEN_TIMEOUT": (_is_timeout, "seconds, or a (connect, read) pair of seconds"),
-    "API_TIMEOUT": (_is_timeout, "seconds, or a (connect, read) pair of seconds"),
-    "TOKEN_RETRIES": (lambda v: _is_number(v, integer=True), "a whole number >= 0"),
-    "API_RETRIES": (lambda v: _is_number(v, integer=True), "a whole number >= 0"),
-    "TOKEN_DEADLINE": (lambda v: _is_number(v, minimum=0.1), "seconds (>= 0.1)"),
-    "EXPIRY_MARGIN": (_is_number, "seconds (>= 0)"),
+    "TOKEN_TIMEOUT": (_is_timeout, "seconds, or a (connect, read) pair of seconds (up to 3600)"),
+    "API_TIMEOUT": (_is_timeout, "seconds, or a (connect, read) pair of seconds (up to 3600)"),
+    "TOKEN_RETRIES": (
+        lambda v: _is_number(v, maximum=20, integer=True),
+        "a whole number from 0 to 20",
+    ),
+    "API_RETRIES": (
+        lambda v: _is_number(v, maximum=20, integer=True),
+        "a whole number from 0 to 20",
+    ),
+    "TOKEN_DEADLINE": (lambda v: _is_number(v, minimum=0.1, maximum=600), "seconds (0.1 to 600)"),
+    "EXPIRY_MARGIN": (_is_number, "seconds (0 to 86400)"),
     "REFRESH_WINDOW": (
-        lambda v: _is_number(v) and float(v) <= 0.5,  # type: ignore[arg-type]
+        lambda v: _is_number(v, maximum=0.5),
         "a fraction of the token lifetime between 0 and 0.5",
     ),
-    "REFRESH_WINDOW_MAX": (_is_number, "seconds (>= 0)"),
-    "LOCK_TIMEOUT": (lambda v: _is_number(v, minimum=1, integer=True), "whole seconds >= 1"),
-    "FAILURE_COOLDOWN": (lambda v: _is_number(v, integer=True), "whole seconds >= 0"),
+    "REFRESH_WINDOW_MAX": (_is_number, "seconds (0 to 86400)"),
+    "LOCK_TIMEOUT": (
+        lambda v: _is_number(v, minimum=1, maximum=600, integer=True),
+        "whole seconds from 1 to 600",
+    ),
+    "FAILURE_COOLDOWN": (
+        lambda v: _is_number(v, maximum=3600, integer=True),
+        "whole seconds from 0 to 3600",
+    ),
     "ENCRYPTION_KEYS": (
         _are_keys,
         "None or a list of Fernet keys (cryptography.fernet.Fernet.generate_key()); the first "
@@ -294,13 +316,14 @@ def validate_alias(alias: str, options: object, *, check_cache: bool = True) -> 
                 )
             )
     env = options.get("ENVIRONMENT")
-    if env is not None and env not in ENVIRONMENTS:
+    if env is not None and not (isinstance(env, str) and env in ENVIRONMENTS):
         problems.append(
             Problem(
                 "tradevest_django.E004",
                 alias,
                 "ENVIRONMENT",
-                f"{where}['ENVIRONMENT'] is {env!r}, which is not a Tradevest environment.",
+                f"{where}['ENVIRONMENT'] is {_shown('ENVIRONMENT', env, options)}, which is not "
+                "a Tradevest environment.",
                 "Use one of 'test', 'pretest' or 'production'.",
             )
         )
@@ -330,12 +353,9 @@ def validate_alias(alias: str, options: object, *, check_cache: bool = True) -> 
                 'Install it with pip install "tradevest-django[encryption]".',
             ),
         ]
-    secret = options.get("CLIENT_SECRET")
     for key, (is_valid, expected) in _VALUE_RULES.items():
         if key in options and not is_valid(options[key]):
-            shown = repr(options[key])
-            if key in SECRET_KEYS or (isinstance(secret, str) and secret and secret in shown):
-                shown = "(not shown: it is secret)"
+            shown = _shown(key, options[key], options)
             problems.append(
                 Problem(
                     "tradevest_django.E008",
@@ -352,17 +372,31 @@ def validate_alias(alias: str, options: object, *, check_cache: bool = True) -> 
                 "tradevest_django.E006",
                 alias,
                 "CACHE",
-                f"{where}['CACHE'] names the cache {cache!r}, which is not in CACHES.",
-                f"Add {cache!r} to CACHES or set {where}['CACHE'] to one of: "
+                f"{where}['CACHE'] names the cache {_shown('CACHE', cache, options)}, which is "
+                "not in CACHES.",
+                f"Add that cache to CACHES or set {where}['CACHE'] to one of: "
                 f"{', '.join(getattr(settings, 'CACHES', {})) or '(none configured)'}.",
             )
         )
     return problems
 
 
+def _shown(key: str, value: object, options: Mapping[str, Any]) -> str:
+    """``repr(value)`` for a message, unless it is (or contains) a secret."""
+    text = repr(value)[:200]
+    secret = options.get("CLIENT_SECRET")
+    if key in SECRET_KEYS or (isinstance(secret, str) and secret and secret in repr(value)):
+        return "(not shown: it is secret)"
+    return text
+
+
 def _url_problems(alias: str, key: str, value: object) -> list[Problem]:
     where = f"{SETTING}[{alias!r}][{key!r}]"
-    parts = urlsplit(value) if isinstance(value, str) else None
+    try:
+        parts = urlsplit(value) if isinstance(value, str) else None
+        parts and parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:  # e.g. "http://[::1" or a port out of range
+        parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         return [
             Problem(

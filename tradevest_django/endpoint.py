@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import re
 import time
@@ -242,11 +243,18 @@ def parse_token_response(data: Any, *, issued_at: float, alias: str | None = Non
 
 
 def _lifetime(value: object) -> int | None:
+    """``expires_in`` as whole seconds (floats floored, digit strings accepted), else ``None``."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, float) and value == value and value not in (float("inf"),):
+    if isinstance(value, str):
+        text = value.strip()
+        # isdigit() alone accepts "²"; the length bound keeps int() away from huge strings.
+        if not (text.isascii() and text.isdigit() and len(text) <= 12):
+            return None
+        value = int(text)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
         value = int(value)
     if not isinstance(value, int) or value <= 0:
         return None
@@ -256,7 +264,7 @@ def _lifetime(value: object) -> int | None:
 def _json(body: bytes) -> Any:
     try:
         return json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # deep nesting: not a token
         return _NOT_JSON
 
 
@@ -271,11 +279,11 @@ def _retry_after(value: str | None, now: float) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if value.isascii() and value.isdigit():
+        return float(value) if len(value) <= 12 else None
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)

@@ -352,6 +352,9 @@ class TokenManager:
                 self._postpone(state)
         except Exception:
             logger.exception("Unexpected error while refreshing the token of alias %r.", self.alias)
+            state = self._state
+            if state is not None:
+                self._postpone(state)  # never a refresh per call while the cause persists
         finally:
             self._refreshing.release()
 

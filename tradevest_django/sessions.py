@@ -18,6 +18,7 @@ import os
 import uuid
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urljoin
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -100,7 +101,8 @@ class TradevestAuth(AuthBase):
         self._authorize(request, self.manager.get_token())
         if self.requestor_id and REQUESTOR_ID_HEADER not in request.headers:
             request.headers[REQUESTOR_ID_HEADER] = self.requestor_id
-        request.register_hook("response", self._handle_401)  # type: ignore[no-untyped-call]
+        if self._on_response not in request.hooks["response"]:  # redirects share the hooks
+            request.register_hook("response", self._on_response)  # type: ignore[no-untyped-call]
         return request
 
     @staticmethod
@@ -108,8 +110,14 @@ class TradevestAuth(AuthBase):
         request.headers["Authorization"] = token.authorization
         request._tradevest_token = token  # type: ignore[attr-defined]
 
-    def _handle_401(self, response: requests.Response, **kwargs: Any) -> requests.Response:
+    def _on_response(self, response: requests.Response, **kwargs: Any) -> requests.Response:
         request = response.request
+        if response.is_redirect and not self.is_api_url(
+            urljoin(response.url, response.headers["Location"])
+        ):
+            # requests strips only Authorization when a redirect leaves the host; the next hop
+            # is copied from this request, so the person's id goes too.
+            request.headers.pop(REQUESTOR_ID_HEADER, None)
         token: Token | None = getattr(request, "_tradevest_token", None)
         if token is None or not self.is_api_url(request.url):
             return response
@@ -223,10 +231,18 @@ class TradevestSession(requests.Session):
     def rebuild_auth(
         self, prepared_request: requests.PreparedRequest, response: requests.Response
     ) -> None:
-        """On a redirect, also drop ``Requestor-ID`` when the new URL leaves the API host."""
+        """On a redirect: the token and ``Requestor-ID`` go only to the API host.
+
+        requests strips ``Authorization`` when a redirect changes host; a redirect chain that
+        comes back to the API host gets them again (with the current token).
+        """
         super().rebuild_auth(prepared_request, response)  # type: ignore[no-untyped-call]
         auth = self.auth
-        if isinstance(auth, TradevestAuth) and not auth.is_api_url(prepared_request.url):
+        if not isinstance(auth, TradevestAuth):
+            return
+        if auth.is_api_url(prepared_request.url):
+            auth(prepared_request)
+        else:
             prepared_request.headers.pop(REQUESTOR_ID_HEADER, None)
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
