@@ -13,7 +13,7 @@ from django.core.cache.backends.locmem import LocMemCache
 from freezegun import freeze_time
 
 from tests.helpers import CountingCache, FakeClock
-from tradevest_django.exceptions import InvalidClient, TokenEndpointUnavailable
+from tradevest_django.exceptions import BadTokenResponse, InvalidClient, TokenEndpointUnavailable
 from tradevest_django.manager import TokenManager
 from tradevest_django.shared import cache_key_base
 from tradevest_django.testing import FakeTradevestServer, Fault
@@ -296,3 +296,18 @@ def test_fork_child_gets_fresh_locks(server: FakeTradevestServer) -> None:
             os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_an_unusable_answer_is_remembered_briefly(
+    server: FakeTradevestServer, clock: FakeClock
+) -> None:
+    cache = CountingCache()
+    server.inject(Fault.body(b"<html>maintenance</html>", content_type="text/html"))
+    with pytest.raises(BadTokenResponse):
+        make(server, cache).get_token()
+    with pytest.raises(BadTokenResponse, match="waits"):
+        make(server, cache).get_token()  # another worker: no second billed request
+    assert server.token_request_count == 1
+    clock.advance(3)
+    assert make(server, cache).get_token()
+    assert server.token_request_count == 2

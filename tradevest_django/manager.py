@@ -31,6 +31,7 @@ from . import signals
 from .conf import AliasConfig
 from .endpoint import FetchResult, TokenEndpoint, clock_skew
 from .exceptions import (
+    BadTokenResponse,
     TokenEndpointError,
     TokenEndpointUnavailable,
     TradevestError,
@@ -379,6 +380,10 @@ class TokenManager:
         elif isinstance(err, TokenEndpointUnavailable):
             failure = {"kind": "unavailable", "status": err.status_code}
             cooldown = min(err.retry_after or OUTAGE_COOLDOWN, float(self.config.failure_cooldown))
+        elif isinstance(err, BadTokenResponse):
+            # A server answering garbage would otherwise get a billed request per caller.
+            failure = {"kind": "bad_response"}
+            cooldown = min(OUTAGE_COOLDOWN, float(self.config.failure_cooldown))
         else:
             return
         if cooldown <= 0:
@@ -404,6 +409,13 @@ class TokenManager:
                     status_code=failure.get("status"),
                     auth_host=self.config.auth_host,
                     remembered=True,
+                )
+            if failure.get("kind") == "bad_response":
+                raise BadTokenResponse(
+                    f"Tradevest's token endpoint at {self.config.auth_host} sent an unusable "
+                    f"token moments ago for alias {self.alias!r}; the fleet waits {wait:.1f} s "
+                    "before asking again.",
+                    alias=self.alias,
                 )
             raise TokenEndpointUnavailable(
                 f"Tradevest's token endpoint at {self.config.auth_host} failed moments ago for "
