@@ -75,6 +75,19 @@ def leaks_in(texts: list[str], secrets: set[str]) -> list[str]:
     return [text for text in texts for secret in secrets if secret and secret in text]
 
 
+@pytest.fixture
+def freezegun_in_threads() -> Iterator[None]:
+    """freezegun gives real time to code called from ``threading`` (its default ignore list);
+    the refresh thread must see the frozen clock like everyone else."""
+    import freezegun
+    import freezegun.config
+
+    ignored = list(freezegun.config.settings.default_ignore_list)
+    freezegun.configure(default_ignore_list=[])
+    yield
+    freezegun.configure(default_ignore_list=ignored)
+
+
 class _Collector(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)

@@ -118,6 +118,7 @@ def test_short_lived_token_is_not_expired_on_arrival(
     join_refresh(manager)
 
 
+@pytest.mark.usefixtures("freezegun_in_threads")
 def test_expiry_and_refresh_window_with_freezegun() -> None:
     start = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
     with freeze_time(start) as frozen, FakeTradevestServer() as server:

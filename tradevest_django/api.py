@@ -39,10 +39,18 @@ def get_token(alias: str = "default") -> Token:
 
 
 def invalidate_token(
-    token: Token, alias: str = "default", reason: str = "rejected by the API (401)"
+    token: Token,
+    alias: str = "default",
+    reason: str = "rejected by the API (401)",
+    *,
+    server_date: str | None = None,
 ) -> None:
-    """Drop ``token`` after the API rejected it; the next :func:`get_token` gets a fresh one."""
-    get_manager(alias).invalidate(token, reason=reason)
+    """Drop ``token`` after the API rejected it; the next :func:`get_token` gets a fresh one.
+
+    Pass the 401 response's ``Date`` header as ``server_date`` (``response.headers.get("Date")``)
+    so that a host whose clock is off learns by how much.
+    """
+    get_manager(alias).invalidate(token, reason=reason, server_date=server_date)
 
 
 def reset() -> None:

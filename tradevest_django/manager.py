@@ -49,7 +49,11 @@ _managers: weakref.WeakSet[TokenManager] = weakref.WeakSet()
 
 @dataclass(frozen=True)
 class _State:
-    """Published as one attribute so readers never see a token with another token's times."""
+    """Published as one attribute so readers never see a token with another token's times.
+
+    The times are on the monotonic clock: a wall clock stepped by NTP or by hand never makes
+    this process hand out an expired token.
+    """
 
     token: Token
     refresh_at: float
@@ -69,7 +73,7 @@ class TokenManager:
         )
         token = manager.get_token()
 
-    ``clock``, ``sleep`` and ``rng`` exist for tests.
+    ``clock`` (wall clock), ``monotonic``, ``sleep`` and ``rng`` exist for tests.
     """
 
     def __init__(
@@ -80,10 +84,13 @@ class TokenManager:
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] | None = None,
         rng: random.Random | None = None,
+        monotonic: Callable[[], float] | None = None,
     ):
         self.config = config
         self.alias = config.alias
         self._clock = clock or (lambda: time.time())
+        # A test that injects a wall clock usually wants it to drive everything.
+        self._monotonic = monotonic or (clock if clock is not None else lambda: time.monotonic())
         self._sleep = sleep or (lambda seconds: time.sleep(seconds))
         self._rng = rng or random.Random()
         self.endpoint = TokenEndpoint(config, clock=self._clock, sleep=self._sleep, rng=self._rng)
@@ -132,18 +139,18 @@ class TokenManager:
             BadTokenResponse: the endpoint answered with something that is not a token.
         """
         state = self._state
-        now = self._now()
+        now = self._monotonic()
         if state is not None and now < state.refresh_at:
             return state.token
         if state is not None and now < state.usable_until:
-            self._start_background_refresh()
+            self._start_background_refresh(state)
             return state.token
         return self._wait_for_token()
 
     def peek(self) -> Token | None:
         """The token this process would use now, without any I/O (``None`` if it has none)."""
         state = self._state
-        return state.token if state is not None and self._now() < state.usable_until else None
+        return state.token if state is not None and self._monotonic() < state.usable_until else None
 
     def cached_token(self) -> Token | None:
         """The token shared in the cache, if a usable one is there (one cache read, no request)."""
@@ -193,14 +200,29 @@ class TokenManager:
         A process that only ever takes tokens from the cache never sees a token response, so
         the session feeds it API responses' dates (the first of each session, and every 401).
         """
-        self._skew = clock_skew(date_header, self._clock())
+        skew = clock_skew(date_header, self._clock())
+        if skew == self._skew:
+            return
+        self._skew = skew
+        state = self._state
+        if state is not None:
+            self._adopt(state.token, replacing=state)  # re-time it on the corrected clock
 
-    def invalidate(self, token: Token, reason: str = "rejected by the API (401)") -> None:
+    def invalidate(
+        self,
+        token: Token,
+        reason: str = "rejected by the API (401)",
+        *,
+        server_date: str | None = None,
+    ) -> None:
         """Forget ``token`` (and only it) here and in the shared cache.
 
         A newer token that another worker has already stored stays: the cache is told which
-        token was rejected, not to delete whatever it holds.
+        token was rejected, not to delete whatever it holds. Pass the rejecting response's
+        ``Date`` header as ``server_date``: a host whose clock is off learns it from there.
         """
+        if server_date is not None:
+            self.observe_server_date(server_date)
         with self._state_lock:
             state = self._state
             if state is not None and state.token.access_token == token.access_token:
@@ -215,7 +237,7 @@ class TokenManager:
     def _wait_for_token(self) -> Token:
         with self._lock:
             state = self._state
-            if state is not None and self._now() < state.usable_until:
+            if state is not None and self._monotonic() < state.usable_until:
                 return state.token  # another thread got one while we waited for the lock
             # _obtain returns None only in the background; the fallback is for the type checker.
             return self._obtain(background=False) or self._fetch_and_share()
@@ -231,9 +253,11 @@ class TokenManager:
             return self._adopt(shared)
         self._raise_remembered(failure)
         owner = self.shared.acquire_lock(self.config.lock_timeout)
-        if owner is None:
-            if background:
-                return None  # another worker is fetching; look again soon
+        if owner is None and background:
+            return None  # another worker is fetching; look again soon
+        for _ in range(2):  # a dead holder's lock expires; one waiter wins, the others wait again
+            if owner is not None:
+                break
             token = self._wait_for_other_worker(current)
             if token is not None:
                 return token
@@ -249,9 +273,9 @@ class TokenManager:
 
     def _wait_for_other_worker(self, current: Token | None) -> Token | None:
         """Poll the cache while another worker holds the lock (bounded by the lock's TTL)."""
-        deadline = self._clock() + self.config.lock_timeout
+        deadline = self._monotonic() + self.config.lock_timeout
         interval = 0.02
-        while self._clock() < deadline:
+        while self._monotonic() < deadline:
             self._sleep(interval)
             interval = min(interval * 1.5, 0.25)
             shared, failure, locked = self.shared.snapshot()
@@ -319,12 +343,15 @@ class TokenManager:
 
     # -- refresh ahead -------------------------------------------------------------------------
 
-    def _start_background_refresh(self) -> None:
+    def _start_background_refresh(self, due: _State) -> None:
         if not self._refreshing.acquire(blocking=False):
             return  # one refresh per process at a time
         try:
             thread = threading.Thread(
-                target=self._background_refresh, name=f"tradevest-refresh-{self.alias}", daemon=True
+                target=self._background_refresh,
+                args=(due,),
+                name=f"tradevest-refresh-{self.alias}",
+                daemon=True,
             )
             thread.start()
         except BaseException:
@@ -332,12 +359,12 @@ class TokenManager:
             raise
         self._refresh_thread = thread
 
-    def _background_refresh(self) -> None:
+    def _background_refresh(self, due: _State) -> None:
         try:
             with self._lock:
                 state = self._state
-                if state is None or self._now() < state.refresh_at:
-                    return  # someone refreshed (or invalidated) meanwhile
+                if state is not due:
+                    return  # someone refreshed, postponed or invalidated it meanwhile
                 if self._obtain(background=True) is None:
                     self._postpone(state)
         except TradevestError as err:
@@ -348,7 +375,7 @@ class TokenManager:
                     "token, valid for %.0f s more.",
                     self.alias,
                     type(err).__name__,
-                    state.usable_until - self._now(),
+                    state.usable_until - self._monotonic(),
                 )
                 self._postpone(state)
         except Exception:
@@ -361,10 +388,13 @@ class TokenManager:
 
     def _postpone(self, state: _State) -> None:
         """Look again a little later, without a thread per call in the meantime."""
-        wait = min(max((state.usable_until - self._now()) / 4, 0.05), 5.0)
+        now = self._monotonic()
+        wait = min(max((state.usable_until - now) / 4, 0.05), 5.0)
         with self._state_lock:
             if self._state is state:  # not if it was invalidated or replaced meanwhile
-                self._state = replace(state, refresh_at=self._now() + wait)
+                # Never past usable_until: the hot path looks at refresh_at alone.
+                refresh_at = min(now + wait, state.usable_until)
+                self._state = replace(state, refresh_at=refresh_at)
 
     # -- failures shared by the fleet ----------------------------------------------------------
 
@@ -445,8 +475,9 @@ class TokenManager:
         """Whether the shared token is worth taking instead of ``current`` (usable and newer)."""
         return shared is not None and self._usable(shared) and _newer(shared, current)
 
-    def _adopt(self, token: Token) -> Token:
-        usable_until = self._usable_until(token)
+    def _adopt(self, token: Token, *, replacing: _State | None = None) -> Token:
+        """Make ``token`` this process's token (if given, only while ``replacing`` is current)."""
+        remaining = self._usable_until(token) - self._now()  # judged on the server's clock
         window = min(
             max(self.config.refresh_window * token.lifetime, 1.5 * self._fetch_duration),
             self.config.refresh_window_max,
@@ -454,9 +485,11 @@ class TokenManager:
         )
         # Jitter spreads a fleet's first look at the cache over a slice of the window.
         window *= 1 + self._rng.uniform(0, 0.25)
-        refresh_at = max(usable_until - window, min(self._now(), usable_until))
+        now = self._monotonic()
+        state = _State(token, now + max(remaining - window, 0.0), now + remaining)
         with self._state_lock:
-            self._state = _State(token, refresh_at, usable_until)
+            if replacing is None or self._state is replacing:
+                self._state = state
         return token
 
     def _send(self, signal: Any, **kwargs: Any) -> None:

@@ -121,9 +121,9 @@ class TradevestAuth(AuthBase):
         token: Token | None = getattr(request, "_tradevest_token", None)
         if token is None or not self.is_api_url(request.url):
             return response
-        if response.status_code == 401 or not self._clock_checked:
-            # Cheap (once per session, and on 401s) and it lets a host whose clock is off
-            # judge expiry by Tradevest's clock even when it never requested a token itself.
+        if not self._clock_checked:
+            # Cheap (once per session; 401s go through invalidate below) and it lets a host
+            # whose clock is off judge expiry by Tradevest's clock without a token request.
             self._clock_checked = True
             self.manager.observe_server_date(response.headers.get("Date"))
         if response.status_code != 401:
@@ -131,7 +131,11 @@ class TradevestAuth(AuthBase):
         if getattr(request, "_tradevest_replayed", False):
             return response  # the fresh token was refused too: the caller sees this 401
         manager = self.manager
-        manager.invalidate(token, reason=f"rejected by the API (401 for {request.method})")
+        manager.invalidate(
+            token,
+            reason=f"rejected by the API (401 for {request.method})",
+            server_date=response.headers.get("Date"),
+        )
         if not isinstance(request.body, bytes | str | type(None)):
             return response  # a stream cannot be sent twice
         response.content  # noqa: B018 - read the body so the connection returns to the pool

@@ -358,6 +358,8 @@ class _Server(ThreadingHTTPServer):
     # stop() shuts idle keep-alive connections down and joins their threads with a deadline;
     # the default join in server_close() would wait for clients to hang up.
     block_on_close = False
+    # socketserver's default backlog (5) drops handshakes when a test fleet connects at once.
+    request_queue_size = 1024
 
     def __init__(self, fake: FakeTradevestServer, host: str, port: int) -> None:
         self.fake = fake
