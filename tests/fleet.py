@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,13 +24,13 @@ def run_fleet(
     threads: int,
     duration: float,
     mode: str = "calls",
-    start_delay: float = 3.0,
     **extra: Any,
 ) -> list[dict[str, Any]]:
     """Run ``processes`` separate Python processes together; return each one's results.
 
-    ``extra`` goes into the worker's JSON spec as it is (see tests/fleet_worker.py), e.g.
-    ``databases=`` for the database cache.
+    They start together once all are ready (:func:`start_gated`), so a slow machine shortens
+    no run. ``extra`` goes into the worker's JSON spec as it is (see tests/fleet_worker.py),
+    e.g. ``databases=`` for the database cache.
     """
     spec = fleet_spec(
         server=server,
@@ -37,11 +38,12 @@ def run_fleet(
         threads=threads,
         duration=duration,
         mode=mode,
-        start_at=time.time() + start_delay,
+        start_at=time.time(),
         **extra,
     )
-    procs = start_workers(spec, processes)
-    return collect(procs, timeout=start_delay + duration + 60)
+    with tempfile.TemporaryDirectory(prefix="tvfleet-") as folder:
+        procs, _ = start_gated(spec, processes, Path(folder) / "start")
+        return collect(procs, timeout=duration + 60)
 
 
 def fleet_spec(

@@ -215,3 +215,24 @@ def test_a_large_error_page_is_still_a_retryable_outage(server: FakeTradevestSer
     server.inject(Fault.status(503, body=b"<html>" + b"x" * 300_000, content_type="text/html"))
     result = endpoint(server).fetch()
     assert result.attempts == 2
+
+
+@pytest.mark.parametrize(
+    ("date_offset", "sent_ago", "expected"),
+    [
+        (0.0, 0.0, 0.0),  # clocks agree
+        (0.0, 5.0, 0.0),  # a slow round trip (Date written 5 s before we read it) is no skew
+        (-600.0, 0.2, -599.0),  # the server is 10 minutes behind: nearest consistent value
+        (600.0, 0.2, 600.0),  # the server is 10 minutes ahead
+    ],
+)
+def test_clock_skew_is_bounded_by_the_round_trip(
+    date_offset: float, sent_ago: float, expected: float
+) -> None:
+    from email.utils import formatdate
+
+    from tradevest_django.endpoint import clock_skew
+
+    received = 1_800_000_000.0
+    date = formatdate(received - sent_ago + date_offset, usegmt=True)  # written when it was sent
+    assert clock_skew(date, received, sent=received - sent_ago) == pytest.approx(expected, abs=1.01)

@@ -204,3 +204,29 @@ def test_a_host_with_a_wrong_clock_learns_it_from_api_responses(
         assert session.get("/x").status_code == 200
     assert 595 < slow_host._skew < 605
     assert server.token_request_count == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://api.example.com/prices", True),
+        ("https://api.example.com:443/prices", True),
+        ("https://API.example.com/prices", True),
+        ("https://api.example.com", True),
+        ("https://api.example.com.evil.test/prices", False),
+        ("https://api.example.com:8443/prices", False),
+        ("http://api.example.com/prices", False),
+        ("https://evil.test/?https://api.example.com/", False),
+        ("https://user@api.example.com/x", True),
+    ],
+)
+def test_is_api_url_compares_origins(settings: object, url: str, expected: bool) -> None:
+    settings.TRADEVEST = {  # type: ignore[attr-defined]
+        "default": {
+            "CLIENT_ID": "a",
+            "CLIENT_SECRET": "b",
+            "ENVIRONMENT": "test",
+            "API_URL": "https://api.example.com/v1",
+        }
+    }
+    assert TradevestAuth().is_api_url(url) is expected

@@ -103,7 +103,7 @@ class TokenEndpoint:
             else:
                 if status != 429 and status < 500:
                     received = self._clock()
-                    skew = clock_skew(headers.get("Date"), received)
+                    skew = clock_skew(headers.get("Date"), received, sent=sent)
                     token = self._interpret(status, body, issued_at=sent + skew)
                     return FetchResult(token, attempt, received - started, skew)
                 retry_after = _retry_after(headers.get("Retry-After"), self._clock())
@@ -290,13 +290,22 @@ def _retry_after(value: str | None, now: float) -> float | None:
     return max(when.timestamp() - now, 0.0)
 
 
-def clock_skew(date_header: str | None, received: float) -> float:
-    """The server's clock minus ours, from a ``Date`` header (0 within :data:`SKEW_TOLERANCE`)."""
+def clock_skew(date_header: str | None, received: float, sent: float | None = None) -> float:
+    """The server's clock minus ours, from a ``Date`` header; 0 when they may agree.
+
+    The server wrote ``Date`` (whole seconds, rounded down) somewhere between ``sent`` and
+    ``received``, so the skew lies between ``Date - received`` and ``Date + 1 - sent``. Zero is
+    returned when that range (widened by :data:`SKEW_TOLERANCE`) contains it, else its end
+    nearest to zero: a slow round trip never reads as a skew.
+    """
     if not date_header:
         return 0.0
     try:
-        server_now = parsedate_to_datetime(date_header).timestamp()
+        server_time = parsedate_to_datetime(date_header).timestamp()
     except (TypeError, ValueError, IndexError, OverflowError):
         return 0.0
-    skew = server_now - received
-    return skew if abs(skew) > SKEW_TOLERANCE else 0.0
+    low = server_time - received
+    high = server_time + 1.0 - (received if sent is None else sent)
+    if low - SKEW_TOLERANCE <= 0.0 <= high + SKEW_TOLERANCE:
+        return 0.0
+    return low if low > 0 else high

@@ -194,13 +194,14 @@ class TokenManager:
             self.shared.forget_failure()
             return token
 
-    def observe_server_date(self, date_header: str | None) -> None:
+    def observe_server_date(self, date_header: str | None, round_trip: float = 0.0) -> None:
         """Learn how far this host's clock is off from a Tradevest response's ``Date`` header.
 
         A process that only ever takes tokens from the cache never sees a token response, so
         the session feeds it API responses' dates (the first of each session, and every 401).
         """
-        skew = clock_skew(date_header, self._clock())
+        received = self._clock()
+        skew = clock_skew(date_header, received, sent=received - round_trip)
         if skew == self._skew:
             return
         self._skew = skew

@@ -37,6 +37,7 @@ REQUESTOR_ID_HEADER = "Requestor-ID"
 #: The longest ``Retry-After`` a retried API call sleeps for; a longer one ends the retries.
 MAX_RETRY_AFTER = 10.0
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 def _origin(url: str | None) -> tuple[str, str, int] | None:
@@ -82,6 +83,7 @@ class TradevestAuth(AuthBase):
         self.requestor_id = _validated_requestor_id(requestor_id)
         self._manager = manager
         self._clock_checked = False
+        self._api: tuple[AliasConfig, tuple[str, str, int] | None, str] | None = None
 
     @property
     def manager(self) -> TokenManager:
@@ -92,8 +94,18 @@ class TradevestAuth(AuthBase):
 
     def is_api_url(self, url: str | None) -> bool:
         """Whether ``url`` is on the alias's API host (same scheme, host and port)."""
-        api_origin = _origin(self.manager.config.api_url)
-        return api_origin is not None and _origin(url) == api_origin
+        config = self.manager.config
+        if self._api is None or self._api[0] is not config:
+            origin = _origin(config.api_url)
+            prefix = f"{origin[0]}://{origin[1]}/" if origin else ""
+            if origin and origin[2] != _DEFAULT_PORTS.get(origin[0]):
+                prefix = f"{origin[0]}://{origin[1]}:{origin[2]}/"
+            self._api = (config, origin, prefix)
+        _, origin, prefix = self._api
+        if not url or origin is None:
+            return False
+        # Every request pays for this check: the prefix test answers the usual case at once.
+        return url.startswith(prefix) or _origin(url) == origin
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         if not self.is_api_url(request.url):
@@ -111,6 +123,9 @@ class TradevestAuth(AuthBase):
         request._tradevest_token = token  # type: ignore[attr-defined]
 
     def _on_response(self, response: requests.Response, **kwargs: Any) -> requests.Response:
+        status = response.status_code
+        if status != 401 and status not in _REDIRECTS and self._clock_checked:
+            return response  # the common case, on every call: nothing to do
         request = response.request
         if response.is_redirect and not self.is_api_url(
             urljoin(response.url, response.headers["Location"])
@@ -118,15 +133,18 @@ class TradevestAuth(AuthBase):
             # requests strips only Authorization when a redirect leaves the host; the next hop
             # is copied from this request, so the person's id goes too.
             request.headers.pop(REQUESTOR_ID_HEADER, None)
+        # Only requests this auth sent to the API host carry a token (redirect copies do not).
         token: Token | None = getattr(request, "_tradevest_token", None)
-        if token is None or not self.is_api_url(request.url):
+        if token is None:
             return response
         if not self._clock_checked:
-            # Cheap (once per session; 401s go through invalidate below) and it lets a host
-            # whose clock is off judge expiry by Tradevest's clock without a token request.
+            # Once per session (401s go through invalidate below): a host whose clock is off
+            # judges expiry by Tradevest's clock without a token request of its own.
             self._clock_checked = True
-            self.manager.observe_server_date(response.headers.get("Date"))
-        if response.status_code != 401:
+            self.manager.observe_server_date(
+                response.headers.get("Date"), round_trip=response.elapsed.total_seconds()
+            )
+        if status != 401:
             return response
         if getattr(request, "_tradevest_replayed", False):
             return response  # the fresh token was refused too: the caller sees this 401
@@ -214,7 +232,7 @@ class TradevestSession(requests.Session):
 
     def api_url(self, url: str) -> str:
         """``url`` itself when absolute, else joined to the alias's ``API_URL``."""
-        if _origin(url) is not None:
+        if url[:8].lower().startswith(("https://", "http://")) or _origin(url) is not None:
             return url
         if not self.config.api_url:
             raise TradevestConfigurationError(
