@@ -45,7 +45,21 @@ test-django42: $(VENV)/.installed-dev
 	$(BIN)/nox --session "tests(django='4.2')"
 
 docs: $(VENV)/.installed-dev
-	$(BIN)/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) .nox build dist site *.egg-info .mypy_cache .ruff_cache .pytest_cache
+
+# Benchmark (bench/, docs/benchmarks.md). Not part of `make test`. The peers are installed into
+# this venv only: they are never dependencies of the package.
+.PHONY: bench bench-smoke
+
+$(VENV)/.installed-bench: $(VENV)/.installed-test
+	$(BIN)/python -m pip install --quiet authlib requests-oauthlib requests-auth
+	@touch $@
+
+bench: $(VENV)/.installed-bench
+	$(BIN)/python bench/run.py $(ARGS)
+
+bench-smoke: $(VENV)/.installed-bench
+	$(BIN)/python bench/run.py --smoke $(ARGS)

@@ -232,7 +232,7 @@ class TradevestSession(requests.Session):
 
     def api_url(self, url: str) -> str:
         """``url`` itself when absolute, else joined to the alias's ``API_URL``."""
-        if url[:8].lower().startswith(("https://", "http://")) or _origin(url) is not None:
+        if url[:8].lower().startswith(("https://", "http://")):  # requests speaks nothing else
             return url
         if not self.config.api_url:
             raise TradevestConfigurationError(
