@@ -31,6 +31,9 @@ COUNTERS = {
     "fault_kinds_survived": "…of which ended as documented",
     "bad_inputs_tried": "Bad inputs tried (property-based)",
     "concurrent_callers": "Most concurrent callers held at one token expiry",
+    "token_requests_validated_against_openapi": "Token requests validated against the OpenAPI",
+    "fake_answers_validated_against_openapi": "Fake server answers validated against the OpenAPI",
+    "isolation_operations_checked": "Isolation checks (aliases, key prefixes)",
     "log_records_scanned": "Log records scanned for secrets (DEBUG, whole suite)",
     "exceptions_and_check_messages_scanned": "Exceptions and check messages scanned",
     "command_outputs_scanned": "Command outputs scanned",
@@ -45,7 +48,9 @@ def _cell(value: Any) -> str:
 
 def _table(rows: list[dict[str, Any]]) -> list[str]:
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    rows = sorted(rows, key=lambda row: str(row.get(columns[0])))  # tests run in random order
+    headers = [column.replace("_", " ") for column in columns]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
     return lines
 
