@@ -10,7 +10,7 @@ help:
 	@echo "make demo          run the example against the embedded fake Tradevest server"
 	@echo "make run           serve the example project on http://127.0.0.1:8000/ (fake Tradevest)"
 	@echo "make test          lint, type-check and run the whole test suite"
-	@echo "make test-django42 run the test suite against Django 4.2 LTS (nox)"
+	@echo "make test-django42 run the test suite against Django 4.2 LTS on Python 3.10 (nox)"
 	@echo "make docs          build the documentation site (warnings are errors)"
 
 $(BIN)/python:
@@ -42,7 +42,7 @@ test: lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-django42: $(VENV)/.installed-dev
-	$(BIN)/nox --session "tests(django='4.2')"
+	$(BIN)/nox --session django42
 
 docs: $(VENV)/.installed-dev
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict

@@ -183,6 +183,7 @@ def overhead_table(results: Sequence[OverheadResult], checks: list[Check]) -> st
                 f"{r.cpu_ns / 1e3:.0f}",
                 cpu_ratio,
                 r.not_ok,
+                max(r.round_connections, default=0),
                 target if ours else "—",
                 _met(ok) if ours and baseline is not None else "—",
             ]
@@ -196,6 +197,7 @@ def overhead_table(results: Sequence[OverheadResult], checks: list[Check]) -> st
         "client CPU µs per call",
         "CPU / baseline",
         "non-2xx",
+        "connections (most in a round)",
         "target",
         "met?",
     ]

@@ -73,6 +73,8 @@ class OverheadResult:
     round_cpu_ns: list[float] = field(default_factory=list)
     samples_ns: list[int] = field(default_factory=list)
     not_ok: int = 0
+    #: TCP connections the fake server accepted per round (keep-alive: about 1, not one per call).
+    round_connections: list[int] = field(default_factory=list)
 
     @property
     def median_ns(self) -> float:

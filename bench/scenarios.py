@@ -191,6 +191,7 @@ def overhead(params: Params, clients: Sequence[str]) -> list[OverheadResult]:
                     "warmup": params.overhead_warmup,
                 }
                 (result,) = run_workers([job], run_seconds=60.0, redact=redact)
+                connections = server.connections_opened
             forget_keys(params.redis_url, key_prefix)
             samples: list[int] = result["samples_ns"]
             into = results[client]
@@ -198,6 +199,7 @@ def overhead(params: Params, clients: Sequence[str]) -> list[OverheadResult]:
             into.round_cpu_ns.append(result["cpu_ns_per_call"])
             into.samples_ns.extend(samples)
             into.not_ok += result["calls"] - result["ok"]
+            into.round_connections.append(connections)
         medians = ", ".join(f"{c} {results[c].round_medians_ns[-1] / 1e3:.0f} us" for c in clients)
         log(f"  round {round_no + 1}: {medians}")
     return [results[client] for client in clients]
