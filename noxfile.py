@@ -6,13 +6,23 @@ oldest: Django 4.2 LTS on Python 3.10.
 
 from __future__ import annotations
 
+import glob
+import os
+
 import nox
 
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
 
-@nox.session(python="3.10")
+def _python310() -> str:
+    """Python 3.10: pyenv's own binary where pyenv has one (its shim refuses versions that are
+    installed but not selected), otherwise whatever ``python3.10`` nox finds."""
+    found = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.10.*/bin/python3.10")))
+    return found[-1] if found else "3.10"
+
+
+@nox.session(python=_python310())
 def django42(session: nox.Session) -> None:
     """Django 4.2 LTS on Python 3.10, the oldest supported pair."""
     session.install("-e", ".[test]", "django~=4.2.0")
