@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -59,3 +60,14 @@ class CountingCache:
     @property
     def total_calls(self) -> int:
         return sum(self.calls.values())
+
+
+def stop_process(process: subprocess.Popen[Any], grace: float = 5.0) -> None:
+    """Terminate ``process``, kill it if it outlives ``grace`` seconds, and reap it."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)

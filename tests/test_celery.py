@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
+from tests.helpers import stop_process
 from tradevest_django.testing import FakeTradevestServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -81,12 +82,7 @@ def worker(
             assert time.monotonic() < deadline, "the Celery worker did not start within 60 s"
         yield client, queue
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc, grace=30)  # a warm shutdown lets running tasks finish
         log.close()
         client.close()
 

@@ -25,6 +25,8 @@ from typing import Any, NoReturn
 
 import pytest
 
+from tests.helpers import stop_process
+
 ROOT = Path(__file__).resolve().parents[2]
 POSTGRES_DSN = os.environ.get(
     "TRADEVEST_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"
@@ -98,13 +100,7 @@ class ServiceProcess:
         process, self._process = self._process, None
         if process is None:
             return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        stop_process(process)
 
     def close(self) -> None:
         self.stop()
