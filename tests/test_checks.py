@@ -18,7 +18,7 @@ from django.core.management.base import SystemCheckError
 from tests.cmd_project import manage
 from tradevest_django import checks as tradevest_checks
 from tradevest_django.checks import CHECK_IDS, check_caches, check_settings
-from tradevest_django.conf import validate_setting
+from tradevest_django.validation import validate_setting
 
 PACKAGE = Path(tradevest_checks.__file__).resolve().parent
 SECRET = "checks-secret-Vb72-never-shown"

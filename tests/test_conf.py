@@ -4,8 +4,9 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
-from tradevest_django.conf import ENVIRONMENTS, AliasConfig, get_config, validate_setting
+from tradevest_django.conf import ENVIRONMENTS, AliasConfig, get_config
 from tradevest_django.exceptions import TradevestConfigurationError, TradevestError
+from tradevest_django.validation import validate_setting
 
 SECRET = "s3cr3t-value-never-shown"
 BASE = {"CLIENT_ID": "client-1234567", "CLIENT_SECRET": SECRET, "ENVIRONMENT": "test"}

@@ -9,11 +9,12 @@ from django.core.cache.backends.locmem import LocMemCache
 
 import tradevest_django
 from tests.conftest import leaks_in
-from tradevest_django.conf import AliasConfig, validate_setting
+from tradevest_django.conf import AliasConfig
 from tradevest_django.endpoint import TokenEndpoint
 from tradevest_django.exceptions import TradevestConfigurationError, TradevestError
 from tradevest_django.manager import TokenManager
 from tradevest_django.testing import FakeTradevestServer, Fault
+from tradevest_django.validation import validate_setting
 
 SECRET = "leak-canary-secret-7Hq2"
 

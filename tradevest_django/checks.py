@@ -1,6 +1,6 @@
 """System checks (``manage.py check``) for the ``TRADEVEST`` setting and the caches it uses.
 
-Errors come from :func:`tradevest_django.conf.validate_setting`, so ``check`` and the runtime
+Errors come from :func:`tradevest_django.validation.validate_setting`, so ``check`` and the runtime
 report the same problems in the same words. Warnings name cache backends that cannot share a
 token across a fleet safely; they read the ``BACKEND`` path in ``CACHES`` and nothing else. No
 check here touches a cache or the network.
@@ -19,7 +19,8 @@ from django.conf import settings
 from django.core import checks
 from django.utils.module_loading import import_string
 
-from .conf import DEFAULTS, SETTING, validate_setting
+from .conf import DEFAULTS, SETTING
+from .validation import validate_setting
 
 #: Every check id, with its one-line meaning (documented in docs/checks.md).
 CHECK_IDS: dict[str, str] = {

@@ -26,15 +26,7 @@ from hypothesis import strategies as st
 
 from tests.helpers import FakeClock
 from tests.reliability import figures
-from tradevest_django.conf import (
-    DEFAULTS,
-    KNOWN_KEYS,
-    AliasConfig,
-    Problem,
-    is_loopback,
-    validate_alias,
-    validate_setting,
-)
+from tradevest_django.conf import DEFAULTS, KNOWN_KEYS, AliasConfig, is_loopback
 from tradevest_django.endpoint import (
     MAX_BODY,
     MAX_LIFETIME,
@@ -49,6 +41,7 @@ from tradevest_django.exceptions import (
 )
 from tradevest_django.testing import FakeTradevestServer, Fault
 from tradevest_django.tokens import Token
+from tradevest_django.validation import Problem, validate_alias, validate_setting
 
 ISSUED_AT = 1_800_000_000.0
 #: ``database=None``: nothing is written into the work tree; each run explores afresh.
