@@ -27,23 +27,17 @@ from typing import Any, TypeGuard
 
 from django.core.cache import BaseCache
 
-from . import signals
+from . import failures, signals
 from .conf import AliasConfig
 from .endpoint import FetchResult, TokenEndpoint, clock_skew
 from .exceptions import (
-    BadTokenResponse,
-    TokenEndpointError,
-    TokenEndpointUnavailable,
     TradevestError,
-    error_class_for,
 )
 from .shared import SharedState
 from .tokens import Token
 
 logger = logging.getLogger(__name__)
 
-#: Back-off shared by the fleet after an outage that did not say how long (no Retry-After).
-OUTAGE_COOLDOWN = 2.0
 _managers: weakref.WeakSet[TokenManager] = weakref.WeakSet()
 
 
@@ -400,25 +394,10 @@ class TokenManager:
     # -- failures shared by the fleet ----------------------------------------------------------
 
     def _remember(self, err: TradevestError) -> None:
-        if isinstance(err, TokenEndpointError):
-            failure: dict[str, Any] = {
-                "kind": "refused",
-                "error": err.error,
-                "status": err.status_code,
-                "description": err.error_description,
-            }
-            cooldown = float(self.config.failure_cooldown)
-        elif isinstance(err, TokenEndpointUnavailable):
-            failure = {"kind": "unavailable", "status": err.status_code}
-            cooldown = min(err.retry_after or OUTAGE_COOLDOWN, float(self.config.failure_cooldown))
-        elif isinstance(err, BadTokenResponse):
-            # A server answering garbage would otherwise get a billed request per caller.
-            failure = {"kind": "bad_response"}
-            cooldown = min(OUTAGE_COOLDOWN, float(self.config.failure_cooldown))
-        else:
+        record = failures.record(err, self.config.failure_cooldown)
+        if record is None:
             return
-        if cooldown <= 0:
-            return
+        failure, cooldown = record
         failure["until"] = self._now() + cooldown
         self._failure = failure
         self.shared.remember_failure(failure, timeout=cooldown)
@@ -426,36 +405,7 @@ class TokenManager:
     def _raise_remembered(self, shared: dict[str, Any] | None) -> None:
         now = self._now()
         for failure in (self._failure, shared):
-            if failure is None or not isinstance(failure.get("until"), int | float):
-                continue
-            wait = float(failure["until"]) - now
-            if wait <= 0:
-                continue
-            if failure.get("kind") == "refused":
-                error = str(failure.get("error") or "")
-                raise error_class_for(error)(
-                    alias=self.alias,
-                    error=error,
-                    error_description=failure.get("description"),
-                    status_code=failure.get("status"),
-                    auth_host=self.config.auth_host,
-                    remembered=True,
-                )
-            if failure.get("kind") == "bad_response":
-                raise BadTokenResponse(
-                    f"Tradevest's token endpoint at {self.config.auth_host} sent an unusable "
-                    f"token moments ago for alias {self.alias!r}; the fleet waits {wait:.1f} s "
-                    "before asking again.",
-                    alias=self.alias,
-                )
-            raise TokenEndpointUnavailable(
-                f"Tradevest's token endpoint at {self.config.auth_host} failed moments ago for "
-                f"alias {self.alias!r}; the fleet waits {wait:.1f} s before asking again.",
-                alias=self.alias,
-                status_code=failure.get("status"),
-                retry_after=wait,
-                remembered=True,
-            )
+            failures.raise_if_current(failure, now, self.config)
 
     # -- time ----------------------------------------------------------------------------------
 
