@@ -18,7 +18,7 @@ import redis
 
 from bench.clients import Target
 from tradevest_django.testing import FakeTradevestServer
-from tradevest_django.testing import server as fake_server_module
+from tradevest_django.testing import _http as fake_server_module
 
 #: The fake server's listen backlog. socketserver's default is 5: when a fleet's 64 to 128
 #: threads connect at the start line, Linux drops the overflow and the clients' SYN-ACK

@@ -17,7 +17,7 @@ import pytest
 from tests.fleet import collect, fleet_spec, kill_all, start_gated
 from tests.reliability import figures, services
 from tradevest_django.testing import FakeTradevestServer
-from tradevest_django.testing import server as fake_server_module
+from tradevest_django.testing import _http as fake_server_module
 
 PROCESSES = 4
 THREADS = 250
