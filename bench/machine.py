@@ -80,25 +80,17 @@ def _load(values: tuple[float, ...]) -> str:
     return " / ".join(f"{value:.2f}" for value in values)
 
 
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True, timeout=10
+    ).stdout.strip()
+
+
 def git_revision() -> str:
     """The commit measured, and whether the package's files differ from it."""
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "tradevest_django"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
+        head = _git("rev-parse", "--short", "HEAD")
+        dirty = _git("status", "--porcelain", "--", "tradevest_django")
     except (OSError, subprocess.SubprocessError):
         return "not a git checkout"
     state = "with uncommitted changes to tradevest_django/" if dirty else "clean tradevest_django/"
