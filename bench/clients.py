@@ -112,6 +112,7 @@ class TradevestDjango(Client):
         from django.conf import settings
 
         settings.configure(
+            SECRET_KEY="bench-only-not-secret",  # the same in every process: they share keys
             CACHES={
                 "default": {
                     "BACKEND": "django.core.cache.backends.redis.RedisCache",

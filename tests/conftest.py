@@ -66,7 +66,9 @@ def secrets_of(servers: list[FakeTradevestServer]) -> set[str]:
     """Every client secret and access token the given fake servers know."""
     found = {"settings-client-secret"}
     for server in servers:
-        found.update(server.clients.values())
+        found.update(
+            secret for client in server.clients for secret in server.accepted_secrets(client)
+        )
         found.update(server.issued_tokens)
     return found
 

@@ -15,7 +15,8 @@ workers start together), ``duration`` and ``mode``:
   ``line_after_expiry`` seconds after that token expires, then each makes one API call through
   ``get_session()`` (recorded as in ``"session"``).
 
-Optional keys: ``databases`` (Django DATABASES, e.g. for the database cache) and
+Optional keys: ``secret_key`` (Django's SECRET_KEY, which keys the cache keys; by default the
+test settings' own), ``databases`` (Django DATABASES, e.g. for the database cache) and
 ``start_file``: instead of waiting for ``start_at``, the worker creates
 ``<start_file>.ready-<pid>`` once its threads are ready, then starts when ``start_file`` exists
 (at most ``gate_timeout`` seconds later, default 120), and ``duration`` counts from there.
@@ -39,6 +40,8 @@ def main(raw: str) -> dict[str, Any]:
     from django.conf import settings
 
     settings.configure(
+        # The cache keys are keyed with SECRET_KEY: the fleet shares the test process's.
+        SECRET_KEY=spec.get("secret_key", "tests-only-not-secret"),
         CACHES=spec["caches"],
         DATABASES=spec.get("databases", {}),
         TRADEVEST={"default": spec["server"]},

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
@@ -15,6 +17,7 @@ from freezegun import freeze_time
 from tests.helpers import CountingCache, FakeClock
 from tradevest_django.exceptions import BadTokenResponse, InvalidClient, TokenEndpointUnavailable
 from tradevest_django.manager import TokenManager
+from tradevest_django.rejections import REJECTION_WINDOW
 from tradevest_django.shared import cache_key_base
 from tradevest_django.testing import FakeTradevestServer, Fault
 
@@ -66,7 +69,7 @@ def test_token_is_cached_under_a_hashed_key_without_the_secret(server: FakeTrade
     assert server.token_request_count == 1
 
 
-def test_key_changes_with_credentials_and_environment(server: FakeTradevestServer) -> None:
+def test_key_changes_with_credentials_secret_and_environment(server: FakeTradevestServer) -> None:
     keys = {
         cache_key_base(make(server, None, **options).config)
         for options in (
@@ -75,10 +78,10 @@ def test_key_changes_with_credentials_and_environment(server: FakeTradevestServe
             {"SCOPE": "x"},
             {"TOKEN_PATH": "/connect/token"},
             {"AUTH_URL": "http://localhost:1"},
+            {"CLIENT_SECRET": "changed"},
         )
     }
-    assert len(keys) == 5
-    assert cache_key_base(make(server, None, CLIENT_SECRET="changed").config) in keys
+    assert len(keys) == 6
 
 
 def test_cache_timeout_is_remaining_lifetime_minus_margin_in_whole_seconds(
@@ -312,3 +315,122 @@ def test_an_unusable_answer_is_remembered_briefly(
     clock.advance(3)
     assert make(server, cache).get_token()
     assert server.token_request_count == 2
+
+
+# -- 0.2 hardening ------------------------------------------------------------------------------
+
+
+def test_each_rejected_token_keeps_its_own_marker(
+    server: FakeTradevestServer, clock: FakeClock
+) -> None:
+    cache = CountingCache()
+    old = make(server, cache).get_token()  # T1, held by a slow process
+    holder = make(server, cache)
+    assert holder.get_token() == old
+    fresh_process = make(server, cache)
+    fresh_process.invalidate(old)  # T1 rejected: T2 is fetched and shared
+    revoked = fresh_process.get_token()
+    assert revoked != old
+    clock.advance(REJECTION_WINDOW + 1)
+    assert fresh_process.invalidate(revoked)  # T2 rejected too (much later)
+    holder.invalidate(old)  # a late 401 for T1 arrives in the slow process
+    # T2 stays revoked for everyone: nobody adopts it from the cache
+    assert fresh_process.shared.snapshot().token is None
+    assert make(server, cache).get_token() not in (old, revoked)
+
+
+def test_forked_children_draw_different_refresh_moments(server: FakeTradevestServer) -> None:
+    def draws(manager: TokenManager) -> list[float]:
+        readers = []
+        for _ in range(2):
+            read, write = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - child
+                os.write(write, repr(manager._rng.random()).encode())
+                os._exit(0)
+            os.close(write)
+            readers.append((pid, read))
+        values = []
+        for pid, read in readers:
+            values.append(float(os.read(read, 64)))
+            os.close(read)
+            os.waitpid(pid, 0)
+        return values
+
+    first, second = draws(make(server, CountingCache()))
+    assert first != second  # reseeded in each child: a prefork pool spreads its refreshes
+    seeded = TokenManager.from_options(
+        "default", server.settings(), cache=CountingCache(), rng=random.Random(7)
+    )
+    first, second = draws(seeded)
+    assert first == second  # an injected generator is the test's to control
+
+
+def test_an_answer_without_date_keeps_the_learned_skew(
+    server: FakeTradevestServer, clock: FakeClock
+) -> None:
+    host_clock = lambda: clock() - 600  # noqa: E731 - this host's clock is 10 minutes slow
+    manager = TokenManager.from_options(
+        "default", server.settings(), cache=CountingCache(), clock=host_clock, sleep=clock.sleep
+    )
+    manager.invalidate(manager.get_token())  # learned the skew from the first answer's Date
+    server.date_header = False
+    token = manager.get_token()
+    assert server.token_request_count == 2
+    assert abs(token.server_expiry - (clock() + 3600)) < 2  # still on the server's clock
+    manager.observe_server_date(None)  # no Date is no news
+    clock.advance(3600 - 30 + 5)  # past the server's usable-until, 10 min early by ours
+    assert manager.get_token() != token
+    assert server.token_request_count == 3
+
+
+def test_after_a_suspend_the_wall_clock_expires_the_in_process_token(
+    server: FakeTradevestServer, clock: FakeClock
+) -> None:
+    stood_still = clock()  # the monotonic clock does not count a machine's sleep
+    manager = TokenManager.from_options(
+        "default",
+        server.settings(),
+        cache=CountingCache(),
+        clock=clock,
+        sleep=clock.sleep,
+        monotonic=lambda: stood_still,
+    )
+    token = manager.get_token()
+    clock.advance(2 * 3600)  # suspended for two hours
+    assert manager.peek() is None
+    assert manager.get_token() != token
+    assert server.token_request_count == 2
+
+
+def test_a_resume_inside_the_refresh_window_refreshes_ahead(
+    server: FakeTradevestServer, clock: FakeClock
+) -> None:
+    stood_still = clock()
+    manager = TokenManager.from_options(
+        "default",
+        server.settings(),
+        cache=CountingCache(),
+        clock=clock,
+        sleep=clock.sleep,
+        monotonic=lambda: stood_still,
+    )
+    token = manager.get_token()
+    clock.advance(3600 - 100)  # inside the refresh window by the wall clock only
+    assert manager.get_token() is token  # still valid: served at once...
+    join_refresh(manager)
+    assert server.token_request_count == 2  # ...and replaced in the background
+
+
+@pytest.mark.parametrize("offset", [600, -600], ids=["server-ahead", "server-behind"])
+def test_public_times_are_on_this_hosts_clock(offset: float) -> None:
+    with FakeTradevestServer(date_offset=offset, token_lifetime=300) as server:
+        manager = TokenManager.from_options("default", server.settings(), cache=CountingCache())
+        token = manager.get_token()
+        status = manager.status()
+    assert abs(token.seconds_left - 300) < 3
+    assert abs(token.expires_at.timestamp() - (time.time() + 300)) < 3
+    assert abs(token.server_expiry - (time.time() + offset + 300)) < 3
+    assert abs(status["expires_in"] - 300) < 3
+    expires = datetime.fromisoformat(status["expires_at"]).timestamp()
+    assert abs(expires - (time.time() + 300)) < 3

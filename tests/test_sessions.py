@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -13,6 +14,7 @@ import tradevest_django
 from tradevest_django import TradevestAuth, get_session
 from tradevest_django.exceptions import TradevestConfigurationError
 from tradevest_django.manager import TokenManager
+from tradevest_django.sessions import MAX_RETRY_AFTER
 from tradevest_django.testing import FakeTradevestServer
 
 PERSON = "6f1c2b4e-8a4d-4c1e-9a55-0d2b8f3e7a10"
@@ -132,6 +134,22 @@ def test_idempotent_requests_are_retried_and_post_is_not(
         assert sum(r.path == "/status/503" for r in server.api_requests) == 3
         assert session.post("/status/502", json={}).status_code == 502
         assert sum(r.path == "/status/502" for r in server.api_requests) == 1
+
+
+def test_a_retry_after_longer_than_the_session_waits_is_returned_at_once(
+    settings: object, server: FakeTradevestServer
+) -> None:
+    settings.TRADEVEST = {"default": server.settings(API_RETRIES=3)}  # type: ignore[attr-defined]
+    with get_session() as session:
+        started = time.monotonic()
+        response = session.get("/status/503", params={"retry_after": "3600"})
+        assert time.monotonic() - started < MAX_RETRY_AFTER  # it never slept the capped wait
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "3600"
+        assert sum(r.path == "/status/503" for r in server.api_requests) == 1
+        # a wait the session is willing to make is still honoured and retried
+        assert session.get("/status/504", params={"retry_after": "0"}).status_code == 504
+        assert sum(r.path == "/status/504" for r in server.api_requests) == 4
 
 
 def test_401_invalidates_and_replays_once(server: FakeTradevestServer) -> None:

@@ -58,7 +58,7 @@ def test_check_fetches_and_reports_errors(
     staff_client: Client, tradevest_settings: FakeTradevestServer
 ) -> None:
     tradevest_settings.inject(Fault.error("invalid_client"))
-    data = staff_client.get("/tradevest/?format=json&check=1").json()
+    data = staff_client.post("/tradevest/?format=json").json()
     (alias,) = data["aliases"]
     assert alias["check"]["ok"] is False
     assert alias["check"]["error"] == "InvalidClient"

@@ -10,8 +10,7 @@ until it is used.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .api import get_manager, get_token, invalidate_token
 from .exceptions import (
     BadTokenResponse,

@@ -3,7 +3,11 @@
 Retries are a small loop here rather than urllib3's ``Retry``: the loop must stop at a total
 deadline (urllib3 sleeps as long as any ``Retry-After`` says), use an injectable clock and sleep
 so tests never really wait, and hand ``Retry-After`` to the token manager, which shares the
-back-off with the whole fleet.
+back-off with the whole fleet. The deadline also bounds each answer, however slowly it arrives
+(:mod:`tradevest_django.deadline`).
+
+No frame here that raises ever holds the client secret or an answer's body in a local variable:
+error reports show those (Django's debug page and error e-mails, error trackers).
 """
 
 from __future__ import annotations
@@ -15,20 +19,24 @@ import random
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
+from django.views.decorators.debug import sensitive_variables
+from requests.adapters import HTTPAdapter
 
-from . import __version__
+from ._version import __version__
 from .conf import AliasConfig
+from .deadline import Deadline, DeadlineAdapter
 from .exceptions import (
     BadTokenResponse,
     InvalidClient,
     TokenEndpointError,
     TokenEndpointUnavailable,
+    TradevestError,
     error_class_for,
 )
 from .tokens import Token
@@ -57,12 +65,29 @@ class FetchResult:
     token: Token
     attempts: int
     duration: float
-    #: The server's clock minus ours, in seconds (0 when within :data:`SKEW_TOLERANCE`).
-    skew: float
+    #: The server's clock minus ours, in seconds (0 when within :data:`SKEW_TOLERANCE`), or
+    #: ``None`` when the answer had no usable ``Date`` header (nothing learned).
+    skew: float | None
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """What one exchange with the endpoint came to; the body itself is never kept."""
+
+    status: int | None = None
+    date: str | None = None
+    retry_after: str | None = None
+    outcome: Token | TradevestError | None = None
+    failure: str | None = None
 
 
 class TokenEndpoint:
-    """Requests tokens for one configuration (see :class:`~tradevest_django.conf.AliasConfig`)."""
+    """Requests tokens for one configuration (see :class:`~tradevest_django.conf.AliasConfig`).
+
+    ``clock``, ``sleep`` and ``rng`` exist for tests; ``adapter`` builds the ``requests``
+    transport adapter of each token request (a test may hand in one that never touches the
+    network).
+    """
 
     def __init__(
         self,
@@ -71,81 +96,101 @@ class TokenEndpoint:
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] | None = None,
         rng: random.Random | None = None,
+        adapter: Callable[[], HTTPAdapter] | None = None,
     ):
         self.config = config
         self._clock = clock or (lambda: time.time())
         self._sleep = sleep or (lambda seconds: time.sleep(seconds))
         self._rng = rng or random.Random()
+        self._adapter = adapter or (lambda: DeadlineAdapter(max_retries=0))
+
+    def __repr__(self) -> str:
+        return f"<TokenEndpoint alias={self.config.alias!r} url={self.config.token_url!r}>"
 
     def fetch(self) -> FetchResult:
         """Request a new token, retrying transient failures within the configured bounds.
+
+        ``TOKEN_DEADLINE`` bounds the whole call: every attempt, every wait between attempts,
+        and each answer however slowly the server sends it.
 
         Raises:
             TokenEndpointError: the server refused the request (never retried).
             BadTokenResponse: the server answered 200 with an unusable body.
             TokenEndpointUnavailable: network errors, timeouts, 429 or 5xx outlasted the retries.
         """
+        # Errors are raised here and only here, never in a frame that held the request form or
+        # the answer's body: error reports (Django's debug page, error trackers) show the local
+        # variables of every frame of a traceback.
         config = self.config
         started = self._clock()
         deadline = started + config.token_deadline
         attempt = 0
-        while True:
-            attempt += 1
-            sent = self._clock()
-            remaining = max(deadline - sent, 0.001)
-            connect, read = config.token_timeout
-            status: int | None = None
-            retry_after: float | None = None
-            try:
-                status, headers, body = self._post((min(connect, remaining), min(read, remaining)))
-            except requests.RequestException as err:
-                reason = type(err).__name__
-            else:
-                if status != 429 and status < 500:
-                    received = self._clock()
-                    skew = clock_skew(headers.get("Date"), received, sent=sent)
-                    token = self._interpret(status, body, issued_at=sent + skew)
+        skew: float | None = None
+        with Deadline(config.token_deadline) as watchdog:
+            while True:
+                attempt += 1
+                sent = self._clock()
+                answer = self._exchange(sent, max(deadline - sent, 0.001))
+                received = self._clock()
+                if answer.date is not None:
+                    skew = clock_skew(answer.date, received, sent=sent)
+                if isinstance(answer.outcome, TradevestError):
+                    raise answer.outcome
+                if isinstance(answer.outcome, Token):
+                    token = replace(answer.outcome, skew=skew or 0.0)
                     return FetchResult(token, attempt, received - started, skew)
-                retry_after = _retry_after(headers.get("Retry-After"), self._clock())
-                reason = f"HTTP {status}"
-            delay = self._rng.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)))
-            if retry_after is not None:
-                delay = max(delay, retry_after)
-            out_of_time = self._clock() + delay >= deadline
-            if attempt > config.token_retries or out_of_time:
-                raise TokenEndpointUnavailable(
-                    f"Tradevest's token endpoint at {config.auth_host} is unavailable for alias "
-                    f"{config.alias!r}: {reason} after {attempt} attempt(s)"
-                    + (f"; it asked to retry after {retry_after:.0f} s" if retry_after else "")
-                    + ". Callers get a token again once it recovers.",
-                    alias=config.alias,
-                    status_code=status,
-                    retry_after=retry_after,
-                    attempts=attempt,
+                retry_after = _retry_after(answer.retry_after, received)
+                reason = answer.failure or f"HTTP {answer.status}"
+                if watchdog.expired:
+                    reason = (
+                        f"no complete answer within TOKEN_DEADLINE ({config.token_deadline:g} s)"
+                    )
+                delay = self._rng.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)))
+                if retry_after is not None:
+                    delay = max(delay, retry_after)
+                out_of_time = watchdog.expired or self._clock() + delay >= deadline
+                if attempt > config.token_retries or out_of_time:
+                    raise TokenEndpointUnavailable(
+                        f"Tradevest's token endpoint at {config.auth_host} is unavailable for "
+                        f"alias {config.alias!r}: {reason} after {attempt} attempt(s)"
+                        + (f"; it asked to retry after {retry_after:.0f} s" if retry_after else "")
+                        + ". Callers get a token again once it recovers.",
+                        alias=config.alias,
+                        status_code=answer.status,
+                        retry_after=retry_after,
+                        attempts=attempt,
+                        cause=answer.failure,
+                    )
+                logger.warning(
+                    "Token request for alias %r to %s failed (%s, attempt %d of %d); "
+                    "retrying in %.2f s.",
+                    config.alias,
+                    config.auth_host,
+                    reason,
+                    attempt,
+                    config.token_retries + 1,
+                    delay,
                 )
-            logger.warning(
-                "Token request for alias %r to %s failed (%s, attempt %d of %d); "
-                "retrying in %.2f s.",
-                config.alias,
-                config.auth_host,
-                reason,
-                attempt,
-                config.token_retries + 1,
-                delay,
-            )
-            self._sleep(delay)
+                self._sleep(delay)
+
+    def _exchange(self, sent: float, remaining: float) -> _Answer:
+        """One token request and its answer, interpreted; raises nothing for a failed exchange."""
+        connect, read = self.config.token_timeout
+        try:
+            status, headers, body = self._post((min(connect, remaining), min(read, remaining)))
+        except requests.RequestException as err:
+            # Only a description: the exception's frames and its request hold the form.
+            return _Answer(failure=describe_cause(err, self.config.client_secret))
+        date = headers.get("Date")
+        if status == 429 or status >= 500:
+            return _Answer(status, date, headers.get("Retry-After"))
+        return _Answer(status, date, outcome=self._interpret(status, body, issued_at=sent))
 
     def _post(
         self, timeout: tuple[float, float]
-    ) -> tuple[int, requests.structures.CaseInsensitiveDict[str], bytes]:
+    ) -> tuple[int, requests.structures.CaseInsensitiveDict[str], bytes | None]:
+        """POST the form; the status, headers and body (``None`` when over :data:`MAX_BODY`)."""
         config = self.config
-        form = {
-            "grant_type": "client_credentials",
-            "client_id": config.client_id,
-            "client_secret": config.client_secret,
-        }
-        if config.scope:
-            form["scope"] = config.scope
         headers = {
             "Content-Type": "application/x-www-form-urlencoded",
             "Accept": "application/json",
@@ -154,9 +199,11 @@ class TokenEndpoint:
         # A fresh session per token request: tokens are fetched once per lifetime, and a
         # pool that is never kept can never be inherited across fork().
         with requests.Session() as session:
+            for prefix in ("https://", "http://"):
+                session.mount(prefix, self._adapter())
             response = session.post(
                 config.token_url,
-                data=form,
+                data=_form(config),  # no local variable of this frame holds the secret
                 headers=headers,
                 timeout=timeout,
                 verify=True,
@@ -167,30 +214,36 @@ class TokenEndpoint:
                 body = b""
                 for chunk in response.iter_content(8192):
                     body += chunk
-                    if len(body) > MAX_BODY and response.status_code != 200:
-                        # An error page: its status says all we need; the body is never used.
-                        return response.status_code, response.headers, b""
                     if len(body) > MAX_BODY:
-                        raise BadTokenResponse(
-                            f"The token endpoint at {config.auth_host} sent more than "
-                            f"{MAX_BODY} bytes for alias {config.alias!r}; refusing to read it.",
-                            alias=config.alias,
-                        )
+                        # An error page's status says all we need; a token answer this large is
+                        # not a token. Either way the body is never used.
+                        return response.status_code, response.headers, None
                 return response.status_code, response.headers, body
 
-    def _interpret(self, status: int, body: bytes, *, issued_at: float) -> Token:
+    def _interpret(
+        self, status: int, body: bytes | None, *, issued_at: float
+    ) -> Token | TradevestError:
+        """The token, or the error to raise, from a final (non-retried) answer.
+
+        ``issued_at`` is when the request was sent, by this host's clock.
+        """
         config = self.config
         if status == 200:
+            if body is None:
+                return BadTokenResponse(
+                    f"The token endpoint at {config.auth_host} sent more than {MAX_BODY} bytes "
+                    f"for alias {config.alias!r}; refusing to read it.",
+                    alias=config.alias,
+                )
             data = _json(body)
             if data is _NOT_JSON:
-                # Not chained to the JSON error: its ``doc`` attribute holds the whole body.
-                raise BadTokenResponse(
+                return BadTokenResponse(
                     f"Tradevest's token endpoint at {config.auth_host} answered 200 with a body "
                     f"that is not JSON ({len(body)} bytes) for alias {config.alias!r}.",
                     alias=config.alias,
                 )
-            return parse_token_response(data, issued_at=issued_at, alias=config.alias)
-        data = _json(body)
+            return _parse(data, issued_at=issued_at, alias=config.alias)
+        data = _json(body or b"")
         error = data.get("error") if isinstance(data, dict) else None
         description = data.get("error_description") if isinstance(data, dict) else None
         if status in (400, 401) and isinstance(error, str) and error:
@@ -199,7 +252,7 @@ class TokenEndpoint:
             cls, error = InvalidClient, "invalid_client"
         else:
             cls, error = TokenEndpointError, (error if isinstance(error, str) else f"http_{status}")
-        raise cls(
+        return cls(
             alias=config.alias,
             error=error[:64],
             error_description=_clean(description, config.client_secret),
@@ -208,11 +261,35 @@ class TokenEndpoint:
         )
 
 
-def parse_token_response(data: Any, *, issued_at: float, alias: str | None = None) -> Token:
+@sensitive_variables("config")
+def _form(config: AliasConfig) -> dict[str, str]:
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": config.client_id,
+        "client_secret": config.client_secret,
+    }
+    if config.scope:
+        form["scope"] = config.scope
+    return form
+
+
+def parse_token_response(
+    data: Any, *, issued_at: float, alias: str | None = None, skew: float = 0.0
+) -> Token:
     """Turn a 200 answer's JSON into a :class:`Token`, or raise :class:`BadTokenResponse`.
 
-    ``issued_at`` is the (server-clock) time the request was sent; expiry counts from it.
+    ``issued_at`` is when the request was sent, by this host's clock; expiry counts from it.
+    ``skew`` is Tradevest's clock minus this host's, when known.
     """
+    token = _parse(data, issued_at=issued_at, alias=alias)
+    if isinstance(token, BadTokenResponse):
+        raise token
+    return replace(token, skew=skew)
+
+
+@sensitive_variables("data", "access_token")
+def _parse(data: Any, *, issued_at: float, alias: str | None) -> Token | BadTokenResponse:
+    """The token, or the error to raise (returned, so this frame is never in its traceback)."""
 
     def bad(why: str) -> BadTokenResponse:
         return BadTokenResponse(
@@ -221,18 +298,18 @@ def parse_token_response(data: Any, *, issued_at: float, alias: str | None = Non
         )
 
     if not isinstance(data, dict):
-        raise bad("the body is not a JSON object")
+        return bad("the body is not a JSON object")
     access_token = data.get("access_token")
     if not isinstance(access_token, str) or not access_token:
-        raise bad("'access_token' is missing or not a non-empty string")
+        return bad("'access_token' is missing or not a non-empty string")
     if not _TOKEN_CHARS.fullmatch(access_token):
-        raise bad("'access_token' contains characters a bearer token cannot contain")
+        return bad("'access_token' contains characters a bearer token cannot contain")
     token_type = data.get("token_type", "Bearer")
     if not isinstance(token_type, str) or token_type.lower() != "bearer":
-        raise bad("'token_type' is not 'Bearer'")
+        return bad("'token_type' is not 'Bearer'")
     lifetime = _lifetime(data.get("expires_in", DEFAULT_LIFETIME))
     if lifetime is None:
-        raise bad("'expires_in' is not a positive number of seconds")
+        return bad("'expires_in' is not a positive number of seconds")
     return Token(
         access_token=access_token,
         token_type=token_type,
@@ -290,22 +367,48 @@ def _retry_after(value: str | None, now: float) -> float | None:
     return max(when.timestamp() - now, 0.0)
 
 
-def clock_skew(date_header: str | None, received: float, sent: float | None = None) -> float:
+def clock_skew(date_header: str | None, received: float, sent: float | None = None) -> float | None:
     """The server's clock minus ours, from a ``Date`` header; 0 when they may agree.
 
     The server wrote ``Date`` (whole seconds, rounded down) somewhere between ``sent`` and
     ``received``, so the skew lies between ``Date - received`` and ``Date + 1 - sent``. Zero is
     returned when that range (widened by :data:`SKEW_TOLERANCE`) contains it, else its end
-    nearest to zero: a slow round trip never reads as a skew.
+    nearest to zero: a slow round trip never reads as a skew. ``None`` when there is no usable
+    ``Date``: that is no news, and whatever was learned before still holds.
     """
     if not date_header:
-        return 0.0
+        return None
     try:
         server_time = parsedate_to_datetime(date_header).timestamp()
     except (TypeError, ValueError, IndexError, OverflowError):
-        return 0.0
+        return None
     low = server_time - received
     high = server_time + 1.0 - (received if sent is None else sent)
     if low - SKEW_TOLERANCE <= 0.0 <= high + SKEW_TOLERANCE:
         return 0.0
     return low if low > 0 else high
+
+
+_POINTER = re.compile(r"<[^<>]*\bobject at 0x[0-9a-f]+>:?\s*")
+
+
+def describe_cause(err: BaseException, secret: str = "") -> str:
+    """A short, safe description of a ``requests`` error: its class and innermost message.
+
+    ``"ConnectionError: Failed to establish a new connection: [Errno 111] Connection refused"``.
+    The error itself is never chained to the package's own: its frames and its request hold the
+    token request's form, client secret included.
+    """
+    inner: BaseException = err
+    for _ in range(8):  # requests wraps urllib3's MaxRetryError, which wraps the real reason
+        nested = getattr(inner, "reason", None)
+        if not isinstance(nested, BaseException):
+            nested = next((arg for arg in inner.args if isinstance(arg, BaseException)), None)
+        if nested is None:
+            break
+        inner = nested
+    message = _POINTER.sub("", str(inner)).strip(" '\"()") or type(inner).__name__
+    if secret:
+        message = message.replace(secret, "***")
+    message = "".join(ch if ch.isprintable() else " " for ch in message)[:200]
+    return f"{type(err).__name__}: {message}"

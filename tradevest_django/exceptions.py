@@ -192,6 +192,9 @@ class TokenEndpointUnavailable(TradevestError):
         attempts: how many requests this call made (0 when backing off).
         remembered: ``True`` when no request was made because the fleet is backing off after
             a failure moments ago.
+        cause: what went wrong on the network, when that is what failed: the ``requests``
+            error's class and innermost message, e.g. ``"ConnectionError: [Errno 111]
+            Connection refused"`` (the error itself is not chained: it holds the secret).
     """
 
     retryable = True
@@ -205,12 +208,14 @@ class TokenEndpointUnavailable(TradevestError):
         retry_after: float | None = None,
         attempts: int = 0,
         remembered: bool = False,
+        cause: str | None = None,
     ):
         super().__init__(message, alias=alias)
         self.status_code = status_code
         self.retry_after = retry_after
         self.attempts = attempts
         self.remembered = remembered
+        self.cause = cause
 
 
 class BadTokenResponse(TradevestError):

@@ -27,12 +27,13 @@ from typing import Any, TypeGuard
 
 from django.core.cache import BaseCache
 
-from . import failures, signals
+from . import failures, rejections, signals
 from .conf import AliasConfig
 from .endpoint import FetchResult, TokenEndpoint, clock_skew
 from .exceptions import (
     TradevestError,
 )
+from .rejections import Rejection, Verdict
 from .shared import SharedState
 from .tokens import Token
 
@@ -45,13 +46,18 @@ _managers: weakref.WeakSet[TokenManager] = weakref.WeakSet()
 class _State:
     """Published as one attribute so readers never see a token with another token's times.
 
-    The times are on the monotonic clock: a wall clock stepped by NTP or by hand never makes
-    this process hand out an expired token.
+    Each moment is kept on two clocks, and has come when either says so: the monotonic clock
+    (a wall clock stepped by NTP or by hand never makes this process hand out an expired
+    token) and the wall clock corrected by the learned skew (the monotonic clock stands still
+    while a machine sleeps, so after a resume only the wall clock knows the token expired).
     """
 
     token: Token
     refresh_at: float
     usable_until: float
+    #: The same two moments on Tradevest's clock (this host's wall clock plus the skew).
+    refresh_at_wall: float
+    usable_until_wall: float
 
 
 class TokenManager:
@@ -87,12 +93,14 @@ class TokenManager:
         self._monotonic = monotonic or (clock if clock is not None else lambda: time.monotonic())
         self._sleep = sleep or (lambda seconds: time.sleep(seconds))
         self._rng = rng or random.Random()
+        self._rng_injected = rng is not None
         self.endpoint = TokenEndpoint(config, clock=self._clock, sleep=self._sleep, rng=self._rng)
         self.shared = SharedState(config, cache)
         self._state: _State | None = None
         self._skew = 0.0
         self._fetch_duration = 0.0
         self._failure: dict[str, Any] | None = None
+        self._rejection: Rejection | None = None
         self._init_locks()
         #: When this process last obtained a new token, and the last error it met (status page).
         self.last_refresh: datetime | None = None
@@ -133,23 +141,25 @@ class TokenManager:
             BadTokenResponse: the endpoint answered with something that is not a token.
         """
         state = self._state
-        now = self._monotonic()
-        if state is not None and now < state.refresh_at:
-            return state.token
-        if state is not None and now < state.usable_until:
-            self._start_background_refresh(state)
-            return state.token
+        if state is not None:
+            now = self._monotonic()
+            wall = self._clock() + self._skew
+            if now < state.refresh_at and wall < state.refresh_at_wall:
+                return state.token
+            if now < state.usable_until and wall < state.usable_until_wall:
+                self._start_background_refresh(state)
+                return state.token
         return self._wait_for_token()
 
     def peek(self) -> Token | None:
         """The token this process would use now, without any I/O (``None`` if it has none)."""
         state = self._state
-        return state.token if state is not None and self._monotonic() < state.usable_until else None
+        return state.token if state is not None and self._serves(state) else None
 
     def cached_token(self) -> Token | None:
-        """The token shared in the cache, if a usable one is there (one cache read, no request)."""
-        token, _, _ = self.shared.snapshot()
-        return token if token is not None and self._usable(token) else None
+        """The token shared in the cache, if a usable one is there (cache reads, no request)."""
+        token = self.shared.snapshot().token
+        return token.with_skew(self._skew) if token is not None and self._usable(token) else None
 
     def status(self) -> dict[str, Any]:
         """What the status page and monitors show for this alias; never fetches a token.
@@ -170,7 +180,7 @@ class TokenManager:
             "token_cached": token is not None,
             "fingerprint": token.fingerprint if token else None,
             "expires_at": token.expires_at.isoformat(timespec="seconds") if token else None,
-            "expires_in": int(token.expires_at_timestamp - self._now()) if token else None,
+            "expires_in": int(token.server_expiry - self._now()) if token else None,
             "last_refresh": shared.get("last_refresh"),
             "last_error": shared.get("last_error"),
         }
@@ -178,9 +188,8 @@ class TokenManager:
     def refresh(self) -> Token:
         """Fetch a new token now, whatever is cached, and share it (an explicit, blocking call).
 
-        Also a credentials check: the cache key leaves the secret out (a rotated secret keeps
-        the fleet's token), so only a real request proves the secret. The shared token is
-        replaced only when the request succeeds; a remembered failure is ignored and cleared.
+        The shared token is replaced only when the request succeeds; a remembered failure is
+        ignored and cleared.
         """
         with self._lock:
             self._failure = None
@@ -196,8 +205,8 @@ class TokenManager:
         """
         received = self._clock()
         skew = clock_skew(date_header, received, sent=received - round_trip)
-        if skew == self._skew:
-            return
+        if skew is None or skew == self._skew:
+            return  # no Date is no news: what was learned before still holds
         self._skew = skew
         state = self._state
         if state is not None:
@@ -209,30 +218,56 @@ class TokenManager:
         reason: str = "rejected by the API (401)",
         *,
         server_date: str | None = None,
-    ) -> None:
-        """Forget ``token`` (and only it) here and in the shared cache.
+    ) -> bool:
+        """Forget ``token`` (and only it) here and in the shared cache, after the API rejected it.
 
         A newer token that another worker has already stored stays: the cache is told which
         token was rejected, not to delete whatever it holds. Pass the rejecting response's
         ``Date`` header as ``server_date``: a host whose clock is off learns it from there.
+
+        Returns whether the token was dropped. It is kept when a fresh token is being rejected
+        too: a 401 that a new token does not fix is about something else (``Requestor-ID``,
+        permissions, a proxy), so the fleet stops replacing tokens for ``FAILURE_COOLDOWN``
+        seconds rather than pay a token request per call (:mod:`tradevest_django.rejections`).
         """
         if server_date is not None:
             self.observe_server_date(server_date)
+        now = self._now()
+        last = Rejection.from_cache(self.shared.rejection()) or self._rejection
+        verdict = rejections.judge(token, now, last)
+        if verdict is Verdict.IGNORE:
+            return False
+        cooldown = float(self.config.failure_cooldown)
+        self._rejection = rejections.record(token, now, verdict, cooldown)
+        self.shared.record_rejection(
+            self._rejection.to_cache(), timeout=max(cooldown, rejections.REJECTION_WINDOW)
+        )
+        if verdict is Verdict.COOL_DOWN:
+            logger.warning(
+                "Alias %r: the API rejected a token obtained moments ago too (%s), so a new "
+                "token does not help: check Requestor-ID, permissions and proxies. Tokens are "
+                "not replaced for %.0f s; 401s reach callers as the API sent them.",
+                self.alias,
+                reason,
+                cooldown,
+            )
+            return False
         with self._state_lock:
             state = self._state
-            if state is not None and state.token.access_token == token.access_token:
+            if state is not None and state.token == token:
                 self._state = None
-        remaining = token.expires_at_timestamp - self._now()
+        remaining = token.server_expiry - now
         self.shared.revoke(token, timeout=max(remaining, 1.0))
         logger.info("Invalidated token %s of alias %r: %s.", token.fingerprint, self.alias, reason)
         self._send(signals.token_invalidated, fingerprint=token.fingerprint, reason=reason)
+        return True
 
     # -- obtaining -----------------------------------------------------------------------------
 
     def _wait_for_token(self) -> Token:
         with self._lock:
             state = self._state
-            if state is not None and self._monotonic() < state.usable_until:
+            if state is not None and self._serves(state):
                 return state.token  # another thread got one while we waited for the lock
             # _obtain returns None only in the background; the fallback is for the type checker.
             return self._obtain(background=False) or self._fetch_and_share()
@@ -305,9 +340,10 @@ class TokenManager:
         return self._share(result)
 
     def _share(self, result: FetchResult) -> Token:
-        self._skew = result.skew
+        if result.skew is not None:  # no Date is no news: keep what was learned
+            self._skew = result.skew
         self._fetch_duration = result.duration
-        token = result.token
+        token = replace(result.token, skew=self._skew)
         self._failure = None
         self.last_refresh = datetime.now(timezone.utc)
         self._adopt(token)
@@ -383,13 +419,16 @@ class TokenManager:
 
     def _postpone(self, state: _State) -> None:
         """Look again a little later, without a thread per call in the meantime."""
-        now = self._monotonic()
+        now, wall = self._monotonic(), self._now()
         wait = min(max((state.usable_until - now) / 4, 0.05), 5.0)
         with self._state_lock:
             if self._state is state:  # not if it was invalidated or replaced meanwhile
-                # Never past usable_until: the hot path looks at refresh_at alone.
-                refresh_at = min(now + wait, state.usable_until)
-                self._state = replace(state, refresh_at=refresh_at)
+                # Never past usable_until: the hot path looks at the refresh moments alone.
+                self._state = replace(
+                    state,
+                    refresh_at=min(now + wait, state.usable_until),
+                    refresh_at_wall=min(wall + wait, state.usable_until_wall),
+                )
 
     # -- failures shared by the fleet ----------------------------------------------------------
 
@@ -417,7 +456,14 @@ class TokenManager:
         # The margin covers clock skew and requests in flight; for short tokens it shrinks to
         # 5 % of the lifetime, so a 5-minute Cognito token is not "expired on arrival".
         margin = min(self.config.expiry_margin, 0.05 * token.lifetime)
-        return token.expires_at_timestamp - margin
+        return token.server_expiry - margin
+
+    def _serves(self, state: _State) -> bool:
+        """Whether the in-process token may still be handed out (by both clocks)."""
+        return (
+            self._monotonic() < state.usable_until
+            and self._clock() + self._skew < state.usable_until_wall
+        )
 
     def _usable(self, token: Token) -> bool:
         return self._now() < self._usable_until(token)
@@ -428,7 +474,10 @@ class TokenManager:
 
     def _adopt(self, token: Token, *, replacing: _State | None = None) -> Token:
         """Make ``token`` this process's token (if given, only while ``replacing`` is current)."""
-        remaining = self._usable_until(token) - self._now()  # judged on the server's clock
+        token = token.with_skew(self._skew)  # its public times on this host's clock
+        wall = self._now()
+        usable_until = self._usable_until(token)
+        remaining = usable_until - wall  # judged on the server's clock
         window = min(
             max(self.config.refresh_window * token.lifetime, 1.5 * self._fetch_duration),
             self.config.refresh_window_max,
@@ -437,7 +486,8 @@ class TokenManager:
         # Jitter spreads a fleet's first look at the cache over a slice of the window.
         window *= 1 + self._rng.uniform(0, 0.25)
         now = self._monotonic()
-        state = _State(token, now + max(remaining - window, 0.0), now + remaining)
+        before_end = max(remaining - window, 0.0)
+        state = _State(token, now + before_end, now + remaining, wall + before_end, usable_until)
         with self._state_lock:
             if replacing is None or self._state is replacing:
                 self._state = state
@@ -452,12 +502,15 @@ class TokenManager:
 
     def _after_fork(self) -> None:
         self._init_locks()
+        if not self._rng_injected:
+            # The child inherited the parent's generator state: without a new seed every
+            # prefork child would pick the same refresh moment and the same retry delays.
+            self._rng.seed()
 
 
 def _newer(token: Token, than: Token | None) -> bool:
     return than is None or (
-        token.access_token != than.access_token
-        and token.expires_at_timestamp >= than.expires_at_timestamp
+        token.access_token != than.access_token and token.server_expiry >= than.server_expiry
     )
 
 

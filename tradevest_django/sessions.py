@@ -23,6 +23,7 @@ from urllib.parse import urljoin
 import requests
 from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
+from urllib3.exceptions import MaxRetryError, ResponseError
 from urllib3.util import Retry, parse_url
 
 from .api import get_manager
@@ -34,7 +35,7 @@ from .tokens import Token
 __all__ = ["TradevestAuth", "TradevestSession", "get_session"]
 
 REQUESTOR_ID_HEADER = "Requestor-ID"
-#: The longest ``Retry-After`` a retried API call sleeps for; a longer one ends the retries.
+#: The longest ``Retry-After`` a retried API call sleeps for; a longer one is returned at once.
 MAX_RETRY_AFTER = 10.0
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -146,14 +147,18 @@ class TradevestAuth(AuthBase):
             )
         if status != 401:
             return response
-        if getattr(request, "_tradevest_replayed", False):
-            return response  # the fresh token was refused too: the caller sees this 401
         manager = self.manager
-        manager.invalidate(
+        dropped = manager.invalidate(
             token,
             reason=f"rejected by the API (401 for {request.method})",
             server_date=response.headers.get("Date"),
         )
+        if getattr(request, "_tradevest_replayed", False):
+            # The fresh token was refused too: the caller sees this 401, and the manager has
+            # been told, so that a 401 no token fixes stops costing token requests.
+            return response
+        if not dropped:
+            return response  # the fleet is cooling down after fresh tokens were rejected
         if not isinstance(request.body, bytes | str | type(None)):
             return response  # a stream cannot be sent twice
         response.content  # noqa: B018 - read the body so the connection returns to the pool
@@ -168,11 +173,26 @@ class TradevestAuth(AuthBase):
 
 
 class _Retry(Retry):
-    """urllib3's ``Retry``, but a long ``Retry-After`` stops retrying instead of sleeping."""
+    """urllib3's ``Retry``, but a ``Retry-After`` longer than the session waits ends the retries.
 
-    def get_retry_after(self, response: Any) -> float | None:
-        seconds = super().get_retry_after(response)
-        return None if seconds is None else min(seconds, MAX_RETRY_AFTER)
+    The response that asked for the long wait is returned to the caller at once: sleeping part
+    of the wait and asking again would only be refused again.
+    """
+
+    def increment(  # type: ignore[override]
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: Any = None,
+        error: Exception | None = None,
+        _pool: Any = None,
+        _stacktrace: Any = None,
+    ) -> Retry:
+        if response is not None:
+            wait = self.get_retry_after(response)
+            if wait is not None and wait > MAX_RETRY_AFTER:
+                raise MaxRetryError(_pool, url or "", ResponseError("Retry-After too long"))
+        return super().increment(method, url, response, error, _pool, _stacktrace)
 
 
 class _TimeoutAdapter(HTTPAdapter):

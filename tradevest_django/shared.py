@@ -1,31 +1,37 @@
-"""What one alias keeps in Django's cache, and the policy for cache failures.
+"""What one credential set keeps in Django's cache, and the policy for cache failures.
 
-Four keys per credential set, all derived from a hash of (auth URL, token path, client id,
-scope), never from the secret and never from the alias alone, so that changed credentials or
-environments can never read another's token:
+Every key starts with a prefix derived from a keyed hash (HMAC-SHA256 under Django's
+``SECRET_KEY``) of the auth URL, token path, client id, scope **and client secret**. A token is
+thus shared only by processes that hold the secret that obtained it: a process with the right
+client id and any other secret never finds it, makes its own token request and is refused as it
+should be. Keying the hash with ``SECRET_KEY`` means that someone who can read the cache cannot
+test guesses of a weak secret offline against the key. The keys:
 
-* ``…:token``: the shared token (access token, type, expiry, lifetime);
-* ``…:revoked``: fingerprint of the last token the API rejected, so a stale copy is ignored;
+* ``…:token``: the shared token (access token, type, expiry on Tradevest's clock, lifetime);
+* ``…:revoked:<fingerprint>``: one marker per token the API rejected, so a stale copy is ignored;
 * ``…:lock``: the short-lived refresh lock (``cache.add``), saving requests, never needed for
   correctness;
 * ``…:status``: when the fleet last obtained a token and the last error (for the status page);
-* ``…:failure:<h>``: a recent refusal or outage of the token endpoint, so a whole fleet backs
-  off; ``<h>`` is a short one-way hash of the secret, so that a corrected secret starts afresh.
+* ``…:failure``: a recent refusal or outage of the token endpoint, so a whole fleet backs off;
+* ``…:rejected``: the last token the API rejected and whether the fleet is cooling down after
+  a fresh token was rejected too (:mod:`tradevest_django.rejections`).
 
-Every cache call is wrapped: a cache that raises (Redis down, a bad backend) is logged once per
-outage and treated as empty, so callers fall back to the in-process copy and the endpoint.
+Every cache call is wrapped (:func:`best_effort`): a cache that raises (Redis down, a bad
+backend) is logged once per outage and treated as empty, so callers fall back to the in-process
+copy and the endpoint.
 """
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import logging
 import math
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
 from django.core.cache import BaseCache, caches
+from django.utils.crypto import salted_hmac
 
 from .conf import AliasConfig
 from .tokens import Token
@@ -35,15 +41,19 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
-KEY_VERSION = "v1"
+F = TypeVar("F", bound=Callable[..., Any])
+KEY_VERSION = "v2"
 STATUS_TIMEOUT = 7 * 24 * 3600
 
 
 def cache_key_base(config: AliasConfig) -> str:
-    """The prefix of every key of this credential set (no secret in it, by design)."""
+    """The prefix of every key of this credential set: a keyed hash, so no secret in it."""
     material = "\0".join((config.auth_url, config.token_path, config.client_id, config.scope or ""))
-    digest = hashlib.sha256(material.encode()).hexdigest()[:32]
+    digest = salted_hmac(
+        "tradevest_django.shared.cache_key_base",
+        f"{material}\0{config.client_secret}",
+        algorithm="sha256",
+    ).hexdigest()[:32]
     return f"tradevest_django:{KEY_VERSION}:{digest}"
 
 
@@ -56,6 +66,41 @@ def whole_seconds(seconds: float) -> int:
     return max(1, math.floor(seconds + 0.001))
 
 
+class Snapshot(NamedTuple):
+    """What the cache holds for a credential set, read in one go."""
+
+    #: The shared token, unless there is none or the API rejected it.
+    token: Token | None
+    #: The fleet's memory of a recent token endpoint failure (see :mod:`.failures`).
+    failure: dict[str, Any] | None
+    #: Whether some worker holds the refresh lock.
+    locked: bool
+
+
+def best_effort(what: str, default: object) -> Callable[[F], F]:
+    """Run a cache operation; any backend error means "no shared state", never a failure.
+
+    The decorated method returns ``default`` instead of raising. The first error of an outage
+    is logged as a warning, the recovery as info.
+    """
+
+    def decorate(operation: F) -> F:
+        @functools.wraps(operation)
+        def wrapper(self: SharedState, *args: Any, **kwargs: Any) -> Any:
+            try:
+                result = operation(self, *args, **kwargs)
+            except Exception as err:  # every backend raises its own kinds of error
+                self._went_down(what, err)
+                return default
+            if self.outage:
+                self._came_back()
+            return result
+
+        return cast(F, wrapper)
+
+    return decorate
+
+
 class SharedState:
     """The cache side of one :class:`~tradevest_django.manager.TokenManager`."""
 
@@ -63,13 +108,12 @@ class SharedState:
         self._config = config
         self._cache = cache
         base = cache_key_base(config)
+        self._base = base
         self.token_key = f"{base}:token"
-        self.revoked_key = f"{base}:revoked"
         self.lock_key = f"{base}:lock"
-        # The failure memory is per secret too: a fixed secret must not inherit "invalid_client".
-        secret_hash = hashlib.sha256(b"tradevest-failure\0" + config.client_secret.encode())
-        self.failure_key = f"{base}:failure:{secret_hash.hexdigest()[:12]}"
+        self.failure_key = f"{base}:failure"
         self.status_key = f"{base}:status"
+        self.rejected_key = f"{base}:rejected"
         self._cipher: TokenCipher | None = None
         if config.encryption_keys:
             from .crypto import TokenCipher
@@ -77,67 +121,88 @@ class SharedState:
             self._cipher = TokenCipher(config.encryption_keys)
         self.outage = False
 
+    def __repr__(self) -> str:
+        return f"<SharedState alias={self._config.alias!r} cache={self._config.cache_alias!r}>"
+
     @property
     def cache(self) -> BaseCache:
         # Resolved at call time: Django's handler gives each thread its own connection.
         return self._cache if self._cache is not None else caches[self._config.cache_alias]
 
-    def snapshot(self) -> tuple[Token | None, dict[str, Any] | None, bool]:
-        """One round trip: (usable shared token or None, remembered failure, lock held)."""
-        keys = [self.token_key, self.revoked_key, self.failure_key, self.lock_key]
-        values: dict[str, Any] = self._call("read", lambda: self.cache.get_many(keys), {})
+    def revoked_key(self, fingerprint: str) -> str:
+        """The key of the marker saying the API rejected the token with ``fingerprint``."""
+        return f"{self._base}:revoked:{fingerprint}"
+
+    @best_effort("read", Snapshot(None, None, False))
+    def snapshot(self) -> Snapshot:
+        """The shared token (unless revoked), the remembered failure and the lock, in one go."""
+        values = self.cache.get_many([self.token_key, self.failure_key, self.lock_key])
         entry = values.get(self.token_key)
         token = Token.from_cache(self._cipher.decrypt(entry) if self._cipher else entry)
-        if token is not None and token.fingerprint == values.get(self.revoked_key):
+        if token is not None and self.cache.get(self.revoked_key(token.fingerprint)) is not None:
             token = None
         failure = values.get(self.failure_key)
-        return token, failure if isinstance(failure, dict) else None, self.lock_key in values
+        return Snapshot(
+            token, failure if isinstance(failure, dict) else None, self.lock_key in values
+        )
 
+    @best_effort("write", None)
     def store_token(self, token: Token, timeout: float) -> None:
         entry = token.to_cache()
         if self._cipher is not None:
             entry = self._cipher.encrypt(entry)
-        self._call(
-            "write", lambda: self.cache.set(self.token_key, entry, whole_seconds(timeout)), None
-        )
+        self.cache.set(self.token_key, entry, whole_seconds(timeout))
 
+    @best_effort("write", None)
     def revoke(self, token: Token, timeout: float) -> None:
-        # A marker instead of a delete: there is no compare-and-delete in Django's cache API, and
-        # a plain delete could remove a newer token another worker stored in the meantime.
-        self._call(
-            "write",
-            lambda: self.cache.set(self.revoked_key, token.fingerprint, whole_seconds(timeout)),
-            None,
-        )
+        # One marker per token instead of a delete: there is no compare-and-delete in Django's
+        # cache API (a plain delete could remove a newer token another worker stored), and a
+        # single marker would let a late 401 for an older token make a revoked one usable again.
+        self.cache.set(self.revoked_key(token.fingerprint), 1, whole_seconds(timeout))
 
+    @best_effort("write", None)
     def remember_failure(self, failure: dict[str, Any], timeout: float) -> None:
-        self._call(
-            "write", lambda: self.cache.set(self.failure_key, failure, whole_seconds(timeout)), None
-        )
+        self.cache.set(self.failure_key, failure, whole_seconds(timeout))
 
-    def clear(self) -> None:
-        """Delete every key of this credential set (tests; a cache shared by test servers)."""
-        keys = [self.token_key, self.revoked_key, self.lock_key, self.failure_key, self.status_key]
-        self._call("write", lambda: self.cache.delete_many(keys), None)
-
+    @best_effort("write", None)
     def forget_failure(self) -> None:
         """Drop the remembered failure (after an explicit, successful refresh)."""
-        self._call("write", lambda: self.cache.delete(self.failure_key), None)
+        self.cache.delete(self.failure_key)
 
+    @best_effort("read", None)
+    def rejection(self) -> dict[str, Any] | None:
+        """The fleet's record of the last token the API rejected (see :mod:`.rejections`)."""
+        record = self.cache.get(self.rejected_key)
+        return record if isinstance(record, dict) else None
+
+    @best_effort("write", None)
+    def record_rejection(self, record: dict[str, Any], timeout: float) -> None:
+        self.cache.set(self.rejected_key, record, whole_seconds(timeout))
+
+    @best_effort("write", None)
+    def clear(self) -> None:
+        """Delete this credential set's keys (tests; a cache shared by test servers).
+
+        Revocation markers are left to expire: they name tokens nobody holds any more.
+        """
+        keys = [self.token_key, self.lock_key, self.failure_key, self.status_key]
+        self.cache.delete_many([*keys, self.rejected_key])
+
+    @best_effort("write", None)
     def record_status(self, **fields: Any) -> None:
         """Merge ``fields`` into the fleet's status record (best effort, for the status page)."""
-
-        def update() -> None:
-            status = self.cache.get(self.status_key)
-            status = {**status, **fields} if isinstance(status, dict) else fields
-            self.cache.set(self.status_key, status, STATUS_TIMEOUT)
-
-        self._call("write", update, None)
+        status = self.cache.get(self.status_key)
+        status = {**status, **fields} if isinstance(status, dict) else fields
+        self.cache.set(self.status_key, status, STATUS_TIMEOUT)
 
     def status(self) -> dict[str, Any]:
         """The fleet's status record (empty when none or the cache is down)."""
-        status = self._call("read", lambda: self.cache.get(self.status_key), None)
-        return status if isinstance(status, dict) else {}
+        return self._read_status() or {}
+
+    @best_effort("read", None)
+    def _read_status(self) -> dict[str, Any] | None:
+        status = self.cache.get(self.status_key)
+        return status if isinstance(status, dict) else None
 
     def acquire_lock(self, ttl: int) -> str | None:
         """Try to take the refresh lock: an owner id on success, ``None`` when someone holds it.
@@ -146,40 +211,39 @@ class SharedState:
         caller goes on alone rather than waiting for a lock that cannot exist.
         """
         owner = uuid.uuid4().hex
-        added = self._call(
-            "lock", lambda: self.cache.add(self.lock_key, owner, whole_seconds(ttl)), True
-        )
-        return owner if added else None
+        return owner if self._add_lock(owner, ttl) else None
 
+    @best_effort("lock", True)
+    def _add_lock(self, owner: str, ttl: int) -> bool:
+        return bool(self.cache.add(self.lock_key, owner, whole_seconds(ttl)))
+
+    @best_effort("lock", None)
     def release_lock(self, owner: str) -> None:
-        # get-then-delete is not atomic: at worst another holder's lock goes early and one
-        # extra token request happens. The lock only saves requests; it guards no invariant.
-        def release() -> None:
-            if self.cache.get(self.lock_key) == owner:
-                self.cache.delete(self.lock_key)
+        """Release the lock if ``owner`` still holds it.
 
-        self._call("lock", release, None)
+        get-then-delete is not atomic: at worst another holder's lock goes early and one extra
+        token request happens. The lock only saves requests; it guards no invariant.
+        """
+        if self.cache.get(self.lock_key) == owner:
+            self.cache.delete(self.lock_key)
 
-    def _call(self, what: str, operation: Callable[[], T], default: T) -> T:
-        try:
-            result = operation()
-        except Exception as err:  # any backend error means "no shared state", not a failure
-            if not self.outage:
-                self.outage = True
-                logger.warning(
-                    "Cache %r is unavailable (%s on %s); alias %r keeps working from its "
-                    "in-process token and the token endpoint until the cache is back.",
-                    self._config.cache_alias,
-                    type(err).__name__,
-                    what,
-                    self._config.alias,
-                )
-            return default
+    def _went_down(self, what: str, err: Exception) -> None:
         if self.outage:
-            self.outage = False
-            logger.info(
-                "Cache %r is reachable again; alias %r shares its token through it again.",
-                self._config.cache_alias,
-                self._config.alias,
-            )
-        return result
+            return
+        self.outage = True
+        logger.warning(
+            "Cache %r is unavailable (%s on %s); alias %r keeps working from its in-process "
+            "token and the token endpoint until the cache is back.",
+            self._config.cache_alias,
+            type(err).__name__,
+            what,
+            self._config.alias,
+        )
+
+    def _came_back(self) -> None:
+        self.outage = False
+        logger.info(
+            "Cache %r is reachable again; alias %r shares its token through it again.",
+            self._config.cache_alias,
+            self._config.alias,
+        )

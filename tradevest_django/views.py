@@ -1,8 +1,10 @@
 """The status page: ``path("tradevest/", include("tradevest_django.urls"))``.
 
 Staff only. HTML for people, JSON for monitors (``?format=json`` or ``Accept:
-application/json``). Showing it never fetches a token; ``?check=1`` (or the page's button, a
-POST) asks each alias for a token and shows the outcome.
+application/json``). Showing it never fetches a token; a POST (the page's button) asks each alias
+for a token and shows the outcome. The POST is CSRF-protected by the view itself, so that no
+page a staff member opens can make it request tokens (an ``<img>`` or a cross-site form), with
+or without ``CsrfViewMiddleware``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from django.contrib.auth.decorators import user_passes_test
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_http_methods
 
 from .api import get_manager
@@ -45,10 +48,14 @@ def _alias_status(alias: str, check: bool) -> dict[str, Any]:
 
 @never_cache
 @user_passes_test(_is_staff)
+@csrf_protect
 @require_http_methods(["GET", "HEAD", "POST"])
 def status(request: HttpRequest) -> HttpResponse:
-    """Show, per ``TRADEVEST`` alias, the token the fleet shares and the last refresh and error."""
-    check = request.method == "POST" or request.GET.get("check") == "1"
+    """Show, per ``TRADEVEST`` alias, the token the fleet shares and the last refresh and error.
+
+    Only a POST checks (requests a token where none is cached): a GET never has side effects.
+    """
+    check = request.method == "POST"
     aliases = [_alias_status(alias, check) for alias in configured_aliases()]
     wants_json = request.GET.get("format") == "json" or (
         "application/json" in request.headers.get("Accept", "")

@@ -163,8 +163,10 @@ def test_host_clock_off_by_minutes(
             join_refresh(manager)
             issued = server.issued_tokens.index(token.access_token)
             server_expiry = server.token_requests[issued].received_at + LIFETIME
-            # expires_at is on the server's clock (Date has a one-second resolution)
-            assert abs(token.expires_at_timestamp - server_expiry) <= 1.01
+            # expires_at is on this host's clock, the cache's expiry on the server's (Date has a
+            # one-second resolution)
+            assert abs(token.expires_at_timestamp - (server_expiry + offset)) <= 1.01
+            assert abs(token.server_expiry - server_expiry) <= 1.01
             calls += 1
             unauthorized += api_status(server, token) == 401
         fake_clock.advance(STEP)

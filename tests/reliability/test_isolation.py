@@ -37,6 +37,7 @@ from tests.reliability import figures
 from tradevest_django import TradevestAuth, get_session
 from tradevest_django.exceptions import InvalidClient
 from tradevest_django.manager import TokenManager
+from tradevest_django.rejections import REJECTION_WINDOW
 from tradevest_django.testing import FakeTradevestServer, Fault
 from tradevest_django.tokens import Token
 
@@ -193,7 +194,8 @@ def test_two_sites_with_the_same_credentials_keep_their_own_tokens(
     assert site_process(two).get_token() == token_two
 
     # A remembered refusal in one site does not stop the other.
-    first_one.invalidate(token_three)
+    clock.advance(REJECTION_WINDOW + 1)  # not "a fresh token rejected too": no cooldown
+    assert first_one.invalidate(token_three)
     server.inject(Fault.error("invalid_client"))
     with pytest.raises(InvalidClient):
         first_one.get_token()
@@ -211,7 +213,8 @@ def test_two_sites_with_the_same_credentials_keep_their_own_tokens(
     assert holder.shared.acquire_lock(30) is not None
     sleeps_before = len(clock.sleeps)
     third = site_process(two)
-    third.invalidate(token_four)
+    clock.advance(REJECTION_WINDOW + 1)
+    assert third.invalidate(token_four)
     assert third.get_token() not in (token_one, token_two, token_three, token_four)
     assert len(clock.sleeps) == sleeps_before
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import socket
 import struct
@@ -87,6 +88,10 @@ class _Handler(BaseHTTPRequestHandler):
     def version_string(self) -> str:
         return self.server_version
 
+    def send_header(self, keyword: str, value: str) -> None:
+        if keyword.lower() != "date" or self.server.fake.date_header:
+            super().send_header(keyword, value)
+
     def date_time_string(self, timestamp: float | None = None) -> str:
         fake = self.server.fake
         return formatdate(fake._now() + fake.date_offset, usegmt=True)
@@ -149,6 +154,23 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def _trickle(
+        self, interval: float, status: int, body: bytes, headers: Iterable[tuple[str, str]]
+    ) -> None:
+        """Send an answer one byte every ``interval`` seconds (until the server stops)."""
+        real, self.wfile = self.wfile, io.BytesIO()
+        try:
+            self._send(status, body, headers=headers)
+            answer = self.wfile.getvalue()
+        finally:
+            self.wfile = real
+        self.close_connection = True
+        for index in range(len(answer)):
+            if self.server.fake._pause(interval):
+                return
+            real.write(answer[index : index + 1])
+            real.flush()
+
     def _token(self, url: SplitResult, body: bytes) -> None:
         fake = self.server.fake
         form = _parse_form(body)
@@ -159,11 +181,15 @@ class _Handler(BaseHTTPRequestHandler):
         fault = fake._record_token_request(record)
         if fake._pause(fake.token_delay + (fault.delay if fault else 0.0)):
             self.close_connection = True
-        elif fault is None:
+        elif fault is None or fault.kind == "trickle":
             status, payload, headers = fake._answer_token_request(
                 self.command, url.query, self.headers.get("Content-Type"), form
             )
-            self._send(status, json.dumps(payload).encode(), headers=[*_NO_STORE, *headers])
+            answer = (status, json.dumps(payload).encode())
+            if fault is None:
+                self._send(*answer, headers=[*_NO_STORE, *headers])
+            else:
+                self._trickle(fault.interval, *answer, headers=[*_NO_STORE, *headers])
         elif fault.kind == "respond":
             self._send(fault.status_code, fault.content, fault.content_type, fault.headers)
         elif fault.kind == "reset":
@@ -203,6 +229,9 @@ class _Handler(BaseHTTPRequestHandler):
             payload = {"message": f"status {status}", "responseType": name, "requestId": request_id}
             if status == 401:
                 headers.append(("WWW-Authenticate", 'Bearer error="invalid_token"'))
+            retry_after = parse_qs(url.query).get("retry_after", [""])[0]
+            if retry_after:
+                headers.append(("Retry-After", retry_after))
         else:
             status = 200
             payload = {

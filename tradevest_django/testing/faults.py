@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-FaultKind = Literal["respond", "reset", "hang"]
+FaultKind = Literal["respond", "reset", "hang", "trickle"]
 
 _NO_STORE = (("Cache-Control", "no-store"), ("Pragma", "no-cache"))
 
@@ -23,7 +23,9 @@ class Fault:
     - ``Fault.status(503, retry_after="3")``: any status, body and content type;
     - ``Fault.body(b'{"access_token": "x"')`` / ``Fault.json({...})``: a malformed answer;
     - ``Fault.reset()``: headers, part of the body, then a TCP reset;
-    - ``Fault.hang(30)``: say nothing for 30 seconds, then close the connection.
+    - ``Fault.hang(30)``: say nothing for 30 seconds, then close the connection;
+    - ``Fault.trickle(0.3)``: the normal answer, status line and headers included, one byte
+      every 0.3 seconds.
 
     Every constructor takes ``delay``: seconds to wait before answering.
     """
@@ -34,12 +36,16 @@ class Fault:
     content_type: str | None = "application/json"
     headers: tuple[tuple[str, str], ...] = ()
     delay: float = 0.0
+    #: For ``trickle``: seconds between two bytes of the answer.
+    interval: float = 0.0
 
     def __post_init__(self) -> None:
         if not 100 <= self.status_code <= 599:
             raise ValueError(f"status must be between 100 and 599, not {self.status_code}")
         if self.delay < 0:
             raise ValueError(f"delay must not be negative, not {self.delay}")
+        if self.interval < 0:
+            raise ValueError(f"interval must not be negative, not {self.interval}")
 
     @classmethod
     def error(
@@ -112,6 +118,15 @@ class Fault:
     def reset(cls, *, delay: float = 0.0) -> Fault:
         """Send a 200's headers and part of its body, then reset the connection (TCP RST)."""
         return cls(kind="reset", delay=delay)
+
+    @classmethod
+    def trickle(cls, interval: float, *, delay: float = 0.0) -> Fault:
+        """Send the normal answer one byte every ``interval`` seconds, from its status line on.
+
+        Every single read gets a byte well within any read timeout, so only a deadline on the
+        whole exchange ends it; ``stop()`` cuts it short.
+        """
+        return cls(kind="trickle", interval=interval, delay=delay)
 
     @classmethod
     def hang(cls, seconds: float) -> Fault:

@@ -25,11 +25,16 @@ class FakeTradevestServer:
     The token endpoint (``token_path``) follows the published contract strictly; every other
     path is the protected API, which wants ``Authorization: Bearer <token>``. Special API paths:
     ``/redirect?to=<url>`` answers 302 without checking the token and ``/status/<code>`` answers
-    that status. Everything the server sees is recorded for assertions.
+    that status (``?retry_after=N`` adds a ``Retry-After``). Everything the server sees is
+    recorded for assertions.
 
-    The knobs ``token_lifetime``, ``token_delay``, ``api_delay``, ``clients``, ``date_offset`` and
-    ``invalid_client_status`` are plain attributes that may be changed at any time; they apply to
-    requests that arrive afterwards. ``clock`` is the server's idea of now (token expiry, record
+    ``clients`` maps each known client id to its secret, or to a tuple of secrets that are all
+    accepted (a secret rotation in progress); change it at any time.
+
+    The knobs ``token_lifetime``, ``token_delay``, ``api_delay``, ``clients``, ``date_offset``,
+    ``date_header`` (``False`` sends answers without ``Date``) and ``invalid_client_status`` are
+    plain attributes that may be changed at any time; they apply to requests that arrive
+    afterwards. ``clock`` is the server's idea of now (token expiry, record
     times, the Date header); by default ``time.time()``, looked up at each call so freezegun moves
     it.
 
@@ -53,12 +58,13 @@ class FakeTradevestServer:
             raise ValueError(f"token_path must start with '/', not {token_path!r}")
         self.client_id = client_id
         self.client_secret = client_secret
-        self.clients: dict[str, str] = {client_id: client_secret}
+        self.clients: dict[str, str | tuple[str, ...]] = {client_id: client_secret}
         self.token_lifetime = token_lifetime
         self.token_path = token_path
         self.host = host
         self.port = port
         self.date_offset = date_offset
+        self.date_header = True
         self.invalid_client_status = invalid_client_status
         self.token_delay = 0.0
         self.api_delay = 0.0
@@ -224,6 +230,11 @@ class FakeTradevestServer:
         with self._lock:
             return list(self._issued)
 
+    def accepted_secrets(self, client_id: str) -> tuple[str, ...]:
+        """The secrets the token endpoint accepts for ``client_id`` (none if it is unknown)."""
+        secret = self.clients.get(client_id, ())
+        return (secret,) if isinstance(secret, str) else tuple(secret)
+
     def _now(self) -> float:
         return self._clock() if self._clock is not None else time.time()
 
@@ -264,9 +275,10 @@ class FakeTradevestServer:
             return 400, {"error": "invalid_request"}, []
         if fields["grant_type"] != "client_credentials":
             return 400, {"error": "unsupported_grant_type"}, []
-        secret = self.clients.get(fields["client_id"])
-        if secret is None or not secrets.compare_digest(
-            secret.encode(), fields["client_secret"].encode()
+        given = fields["client_secret"].encode()
+        if not any(
+            secrets.compare_digest(accepted.encode(), given)
+            for accepted in self.accepted_secrets(fields["client_id"])
         ):
             status = self.invalid_client_status
             challenge = [("WWW-Authenticate", 'Basic realm="tradevest"')] if status == 401 else []
