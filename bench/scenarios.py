@@ -11,7 +11,8 @@ from bench import explain
 from bench.explain import log
 from bench.results import LoopResult, OverheadResult, Params
 from bench.runner import run_workers
-from bench.server import fake_server, forget_keys, target
+from bench.server import fake_server, target
+from tradevest_django.testing import delete_redis_prefix
 
 
 def run_loop(
@@ -53,7 +54,7 @@ def run_loop(
         token_windows = [
             (r.received_at, r.received_at + token_delay) for r in server.token_requests
         ]
-    forget_keys(params.redis_url, key_prefix)
+    delete_redis_prefix(params.redis_url, key_prefix)
     stuck = sum(r["stuck_threads"] for r in results)
     if stuck:
         log(f"  warning: {stuck} thread(s) of {client} were still in a call at the end")
@@ -192,7 +193,7 @@ def overhead(params: Params, clients: Sequence[str]) -> list[OverheadResult]:
                 }
                 (result,) = run_workers([job], run_seconds=60.0, redact=redact)
                 connections = server.connections_opened
-            forget_keys(params.redis_url, key_prefix)
+            delete_redis_prefix(params.redis_url, key_prefix)
             samples: list[int] = result["samples_ns"]
             into = results[client]
             into.round_medians_ns.append(statistics.median(samples))

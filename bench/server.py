@@ -14,8 +14,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from typing import Any
 
-import redis
-
 from bench.clients import Target
 from tradevest_django.testing import FakeTradevestServer
 from tradevest_django.testing import _http as fake_server_module
@@ -63,14 +61,3 @@ def target(server: FakeTradevestServer, redis_url: str, key_prefix: str) -> dict
             key_prefix=key_prefix,
         )
     )
-
-
-def forget_keys(redis_url: str, key_prefix: str) -> None:
-    """Delete what a run left in Redis: only its own prefix (never FLUSHDB on a shared Redis)."""
-    connection = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(connection.scan_iter(match=f"{key_prefix}:*", count=500))
-        if keys:
-            connection.delete(*keys)
-    finally:
-        connection.close()

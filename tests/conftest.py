@@ -6,11 +6,13 @@ import logging
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from django.core.checks import CheckMessage
 from django.core.management.base import OutputWrapper
 
+from tests.helpers import FakeClock, ServerFactory
 from tests.reliability import figures
 from tradevest_django.exceptions import TradevestConfigurationError, TradevestError
 from tradevest_django.testing import FakeTradevestServer
@@ -50,16 +52,29 @@ def redis_caches(settings: object, redis_url: str) -> dict[str, dict[str, object
     return caches
 
 
-_started_servers: list[FakeTradevestServer] = []
-_original_start = FakeTradevestServer.start
+@pytest.fixture
+def clock() -> FakeClock:
+    """A clock that moves only when the test says so (share it with the fake server)."""
+    return FakeClock()
 
 
-def _tracking_start(self: FakeTradevestServer) -> FakeTradevestServer:
-    _started_servers.append(self)
-    return _original_start(self)
+@pytest.fixture
+def make_server() -> Iterator[ServerFactory]:
+    """Start fake Tradevest servers: ``make_server("a-secret", clock=clock, ...)``.
 
+    Each test gives its servers a secret of its own, so the leak scan can look for it. Every
+    server started here is stopped after the test.
+    """
+    started: list[FakeTradevestServer] = []
 
-FakeTradevestServer.start = _tracking_start  # type: ignore[method-assign]
+    def make(secret: str = "test-secret", **options: Any) -> FakeTradevestServer:  # noqa: S107
+        server = FakeTradevestServer(client_secret=secret, **options).start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
 
 
 def secrets_of(servers: list[FakeTradevestServer]) -> set[str]:
@@ -113,7 +128,14 @@ def debug_log_records(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[logging.
     old_level = root.level
     root.addHandler(collector)
     root.setLevel(logging.DEBUG)
-    _started_servers.clear()
+    started_servers: list[FakeTradevestServer] = []
+    start = FakeTradevestServer.start
+
+    def tracking_start(self: FakeTradevestServer) -> FakeTradevestServer:
+        started_servers.append(self)
+        return start(self)
+
+    monkeypatch.setattr(FakeTradevestServer, "start", tracking_start)
     created: list[object] = []
     outputs: list[str] = []
     for cls in (TradevestError, TradevestConfigurationError, CheckMessage):
@@ -133,12 +155,11 @@ def debug_log_records(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[logging.
     formatter = logging.Formatter("%(message)s")
     logs = [formatter.format(record) for record in collector.records]
     objects = [text for obj in created for text in (str(obj), repr(obj))]
-    secrets = secrets_of(_started_servers)
+    secrets = secrets_of(started_servers)
     # ``tradevest_token --print-token`` prints exactly one token on purpose (documented as such).
-    tokens = {token for server in _started_servers for token in server.issued_tokens}
+    tokens = {token for server in started_servers for token in server.issued_tokens}
     outputs = [text for text in outputs if text.strip() not in tokens]
     leaked = leaks_in(logs + objects + outputs, secrets)
-    _started_servers.clear()
     figures.count("log_records_scanned", len(logs))
     figures.count("exceptions_and_check_messages_scanned", len(created))
     figures.count("command_outputs_scanned", len(outputs))

@@ -6,9 +6,15 @@ import subprocess
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from django.core.cache.backends.locmem import LocMemCache
+
+from tradevest_django.testing import FakeTradevestServer
+
+#: The ``make_server`` fixture: ``make_server(secret, **FakeTradevestServer options)``.
+ServerFactory = Callable[..., FakeTradevestServer]
 
 
 class FakeClock:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
-from tests.helpers import stop_process
+from tests.helpers import ServerFactory, stop_process
 from tradevest_django.testing import FakeTradevestServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -24,9 +24,8 @@ LIFETIME = 2
 
 
 @pytest.fixture
-def server() -> Iterator[FakeTradevestServer]:
-    with FakeTradevestServer(client_secret="celery-secret-ZXCV", token_lifetime=LIFETIME) as fake:
-        yield fake
+def server(make_server: ServerFactory) -> FakeTradevestServer:
+    return make_server("celery-secret-ZXCV", token_lifetime=LIFETIME)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from tests.cmd_project import manage
+from tests.helpers import ServerFactory
 from tradevest_django import api
 from tradevest_django.management.commands.tradevest_token import JSON_KEYS, Command
 from tradevest_django.testing import FakeTradevestServer, Fault
@@ -26,9 +26,8 @@ CLIENT_ID = "command-client-4711"
 
 
 @pytest.fixture
-def server() -> Iterator[FakeTradevestServer]:
-    with FakeTradevestServer(client_id=CLIENT_ID, client_secret=SECRET) as fake:
-        yield fake
+def server(make_server: ServerFactory) -> FakeTradevestServer:
+    return make_server(SECRET, client_id=CLIENT_ID)
 
 
 @pytest.fixture

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from cryptography.fernet import Fernet
 from django.core.cache.backends.locmem import LocMemCache
 
+from tests.helpers import ServerFactory
 from tradevest_django.conf import AliasConfig
 from tradevest_django.exceptions import TradevestConfigurationError
 from tradevest_django.manager import TokenManager
@@ -17,9 +16,8 @@ OLD, NEW = Fernet.generate_key().decode(), Fernet.generate_key().decode()
 
 
 @pytest.fixture
-def server() -> Iterator[FakeTradevestServer]:
-    with FakeTradevestServer() as fake:
-        yield fake
+def server(make_server: ServerFactory) -> FakeTradevestServer:
+    return make_server("crypto-secret-Lm3")
 
 
 def manager(

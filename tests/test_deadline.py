@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 from django.core.cache.backends.locmem import LocMemCache
 
+from tests.helpers import ServerFactory
 from tradevest_django.deadline import Deadline
 from tradevest_django.exceptions import TokenEndpointUnavailable
 from tradevest_django.manager import TokenManager
@@ -15,9 +15,8 @@ from tradevest_django.testing import FakeTradevestServer, Fault
 
 
 @pytest.fixture
-def server() -> Iterator[FakeTradevestServer]:
-    with FakeTradevestServer(client_secret="deadline-secret-P0o") as fake:
-        yield fake
+def server(make_server: ServerFactory) -> FakeTradevestServer:
+    return make_server("deadline-secret-P0o")
 
 
 def test_a_trickled_answer_ends_at_the_deadline_and_frees_the_lock(
@@ -35,6 +34,7 @@ def test_a_trickled_answer_ends_at_the_deadline_and_frees_the_lock(
     took = time.monotonic() - started
     assert took < 2 + 1, f"get_token() took {took:.1f} s"
     assert err.value.retryable
+    assert err.value.cause == "no complete answer within TOKEN_DEADLINE (2 s)"
     owner = manager.shared.acquire_lock(3)
     assert owner is not None  # the fleet lock was released
     manager.shared.release_lock(owner)

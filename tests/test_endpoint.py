@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
 from urllib.parse import parse_qs
 
 import pytest
+import requests
 
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, ServerFactory
 from tradevest_django import __version__
 from tradevest_django.conf import AliasConfig
-from tradevest_django.endpoint import TokenEndpoint, parse_token_response
+from tradevest_django.endpoint import TokenEndpoint, describe_cause, parse_token_response
 from tradevest_django.exceptions import (
     BadTokenResponse,
     InvalidClient,
@@ -27,9 +27,8 @@ from tradevest_django.testing import FakeTradevestServer, Fault
 
 
 @pytest.fixture
-def server() -> Iterator[FakeTradevestServer]:
-    with FakeTradevestServer(client_secret="endpoint-secret-XYZ") as fake:
-        yield fake
+def server(make_server: ServerFactory) -> FakeTradevestServer:
+    return make_server("endpoint-secret-XYZ")
 
 
 def endpoint(
@@ -241,3 +240,24 @@ def test_clock_skew_is_bounded_by_the_round_trip(
     received = 1_800_000_000.0
     date = formatdate(received - sent_ago + date_offset, usegmt=True)  # written when it was sent
     assert clock_skew(date, received, sent=received - sent_ago) == pytest.approx(expected, abs=1.01)
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (requests.ReadTimeout("read timed out"), "ReadTimeout: read timed out"),
+        (requests.ConnectionError(), "ConnectionError: ConnectionError"),
+    ],
+)
+def test_describe_cause_keeps_class_and_message(error: Exception, expected: str) -> None:
+    assert describe_cause(error) == expected
+
+
+def test_describe_cause_finds_the_reason_and_redacts_the_secret() -> None:
+    try:
+        requests.post("http://nonexistent.invalid/t", data={"client_secret": "s3cr3t"}, timeout=2)
+    except requests.RequestException as err:
+        described = describe_cause(err, secret="s3cr3t")
+    assert described.startswith("ConnectionError: Failed to resolve 'nonexistent.invalid'")
+    assert described.endswith(")") and "object at 0x" not in described
+    assert "s3cr3t" not in describe_cause(requests.ConnectionError("x s3cr3t"), secret="s3cr3t")

@@ -17,7 +17,7 @@ import pytest
 from django.test import override_settings
 from django.views.debug import ExceptionReporter
 
-from tests.helpers import CountingCache, FakeClock
+from tests.helpers import CountingCache, FakeClock, ServerFactory
 from tradevest_django.exceptions import (
     BadTokenResponse,
     InvalidClient,
@@ -32,9 +32,8 @@ FOREIGN_TOKEN = "tvfake_in_an_oversized_answer_QmX81"
 
 
 @pytest.fixture
-def server() -> Iterator[FakeTradevestServer]:
-    with FakeTradevestServer(client_secret=SECRET) as fake:
-        yield fake
+def server(make_server: ServerFactory) -> FakeTradevestServer:
+    return make_server(SECRET)
 
 
 def closed_port() -> int:

@@ -12,6 +12,7 @@ import pytest
 import requests
 from freezegun import freeze_time
 
+from tests.helpers import FakeClock, ServerFactory
 from tradevest_django.testing import FakeTradevestServer, Fault
 
 TIMEOUT = (2.0, 5.0)
@@ -19,28 +20,15 @@ FORM = "application/x-www-form-urlencoded"
 NOW = 1_800_000_000.0
 
 
-class FakeClock:
-    """A clock the tests move by hand."""
-
-    def __init__(self, now: float = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    """Fixed at :data:`NOW`, so expected Date headers can be written down."""
+    return FakeClock(NOW)
 
 
 @pytest.fixture
-def fake(clock: FakeClock) -> Iterator[FakeTradevestServer]:
-    with FakeTradevestServer(clock=clock) as server:
-        yield server
+def fake(make_server: ServerFactory, clock: FakeClock) -> FakeTradevestServer:
+    return make_server(clock=clock)
 
 
 @pytest.fixture

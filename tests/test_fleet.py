@@ -5,20 +5,19 @@ from __future__ import annotations
 import math
 import socket
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
 from tests.fleet import run_fleet
+from tests.helpers import ServerFactory
 from tradevest_django.testing import FakeTradevestServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 
 @pytest.fixture
-def server() -> Iterator[FakeTradevestServer]:
-    with FakeTradevestServer(client_secret="fleet-secret-ASDF") as fake:
-        yield fake
+def server(make_server: ServerFactory) -> FakeTradevestServer:
+    return make_server("fleet-secret-ASDF")
 
 
 def redis_cache(redis_url: str) -> dict[str, object]:

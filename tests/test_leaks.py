@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from django.core.cache.backends.locmem import LocMemCache
 
 import tradevest_django
 from tests.conftest import leaks_in
+from tests.helpers import ServerFactory
 from tradevest_django.conf import AliasConfig
 from tradevest_django.endpoint import TokenEndpoint
 from tradevest_django.exceptions import TradevestConfigurationError, TradevestError
@@ -20,9 +19,8 @@ SECRET = "leak-canary-secret-7Hq2"
 
 
 @pytest.fixture
-def server() -> Iterator[FakeTradevestServer]:
-    with FakeTradevestServer(client_secret=SECRET) as fake:
-        yield fake
+def server(make_server: ServerFactory) -> FakeTradevestServer:
+    return make_server(SECRET)
 
 
 def texts_of(err: BaseException) -> list[str]:

@@ -7,14 +7,13 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from django.core.cache.backends.locmem import LocMemCache
 from freezegun import freeze_time
 
-from tests.helpers import CountingCache, FakeClock
+from tests.helpers import CountingCache, FakeClock, ServerFactory
 from tradevest_django.exceptions import BadTokenResponse, InvalidClient, TokenEndpointUnavailable
 from tradevest_django.manager import TokenManager
 from tradevest_django.rejections import REJECTION_WINDOW
@@ -23,15 +22,9 @@ from tradevest_django.testing import FakeTradevestServer, Fault
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def server(clock: FakeClock) -> Iterator[FakeTradevestServer]:
+def server(make_server: ServerFactory, clock: FakeClock) -> FakeTradevestServer:
     # The server shares the test's clock, as a real server shares real time with its clients.
-    with FakeTradevestServer(client_secret="manager-secret-QWE", clock=clock) as fake:
-        yield fake
+    return make_server("manager-secret-QWE", clock=clock)
 
 
 def make(

@@ -119,3 +119,16 @@ def test_a_revoked_token_is_still_replaced_and_the_call_succeeds(
         # moments later the new one is revoked too: that looks like a 401 no token fixes
         assert session.get("/prices").status_code == 401
     assert server.token_request_count == 2
+
+
+def test_invalidate_token_says_whether_it_dropped_the_token(
+    tradevest_settings: FakeTradevestServer,
+) -> None:
+    import tradevest_django
+
+    first = tradevest_django.get_token()
+    assert tradevest_django.invalidate_token(first) is True
+    fresh = tradevest_django.get_token()
+    assert tradevest_django.invalidate_token(fresh) is False  # a fresh one rejected too
+    assert tradevest_django.get_token() is fresh  # kept during the cooldown
+    assert tradevest_settings.token_request_count == 2

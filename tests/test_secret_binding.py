@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from django.core.cache.backends.locmem import LocMemCache
 from django.test import override_settings
 
 import tradevest_django
 from tests.fleet import run_fleet
-from tests.helpers import CountingCache
+from tests.helpers import CountingCache, ServerFactory
 from tradevest_django.exceptions import InvalidClient
 from tradevest_django.manager import TokenManager
 from tradevest_django.shared import cache_key_base
@@ -22,9 +20,8 @@ OTHER = "binding-secret-OTHER-k9D"
 
 
 @pytest.fixture
-def server() -> Iterator[FakeTradevestServer]:
-    with FakeTradevestServer(client_secret=RIGHT) as fake:
-        yield fake
+def server(make_server: ServerFactory) -> FakeTradevestServer:
+    return make_server(RIGHT)
 
 
 def tenant(server: FakeTradevestServer, secret: str, cache: object) -> TokenManager:

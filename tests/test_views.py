@@ -68,3 +68,29 @@ def test_check_fetches_and_reports_errors(
     html = staff_client.post("/tradevest/").content.decode()  # the button
     assert "InvalidClient" in html  # the remembered failure, not a new request
     assert tradevest_settings.token_request_count == 1
+
+
+@pytest.mark.parametrize("csrf_middleware", [True, False], ids=["with", "without"])
+def test_only_a_csrf_protected_post_checks(
+    settings: object, tradevest_settings: FakeTradevestServer, csrf_middleware: bool
+) -> None:
+    if not csrf_middleware:  # the view protects itself, whatever the project's middleware
+        settings.MIDDLEWARE = [  # type: ignore[attr-defined]
+            m
+            for m in settings.MIDDLEWARE
+            if "Csrf" not in m  # type: ignore[attr-defined]
+        ]
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(User.objects.create_user("ops", is_staff=True))
+    # An <img src=".../?check=1"> on any page a staff member opens: no token request.
+    assert client.get("/tradevest/?check=1&format=json").json()["checked"] is False
+    # A cross-site form: refused.
+    assert client.post("/tradevest/").status_code == 403
+    assert tradevest_settings.token_request_count == 0
+    # The page's own button: its form carries the CSRF token.
+    page = client.get("/tradevest/")
+    token = page.context["csrf_token"]
+    assert f'value="{token}"' in page.content.decode()
+    response = client.post("/tradevest/?format=json", {"csrfmiddlewaretoken": token})
+    assert response.json()["checked"] is True
+    assert tradevest_settings.token_request_count == 1

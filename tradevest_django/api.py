@@ -44,13 +44,15 @@ def invalidate_token(
     reason: str = "rejected by the API (401)",
     *,
     server_date: str | None = None,
-) -> None:
+) -> bool:
     """Drop ``token`` after the API rejected it; the next :func:`get_token` gets a fresh one.
 
     Pass the 401 response's ``Date`` header as ``server_date`` (``response.headers.get("Date")``)
-    so that a host whose clock is off learns by how much.
+    so that a host whose clock is off learns by how much. Returns whether the token was dropped:
+    ``False`` while the fleet has stopped replacing tokens because fresh ones were rejected too
+    (retrying the call with a new token would not help then).
     """
-    get_manager(alias).invalidate(token, reason=reason, server_date=server_date)
+    return get_manager(alias).invalidate(token, reason=reason, server_date=server_date)
 
 
 def reset() -> None:

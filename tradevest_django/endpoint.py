@@ -141,8 +141,10 @@ class TokenEndpoint:
                     return FetchResult(token, attempt, received - started, skew)
                 retry_after = _retry_after(answer.retry_after, received)
                 reason = answer.failure or f"HTTP {answer.status}"
+                cause = answer.failure
                 if watchdog.expired:
-                    reason = (
+                    # Whatever the cut connection raised (a half-read status line...) is noise.
+                    reason = cause = (
                         f"no complete answer within TOKEN_DEADLINE ({config.token_deadline:g} s)"
                     )
                 delay = self._rng.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)))
@@ -159,7 +161,7 @@ class TokenEndpoint:
                         status_code=answer.status,
                         retry_after=retry_after,
                         attempts=attempt,
-                        cause=answer.failure,
+                        cause=cause,
                     )
                 logger.warning(
                     "Token request for alias %r to %s failed (%s, attempt %d of %d); "
@@ -389,7 +391,9 @@ def clock_skew(date_header: str | None, received: float, sent: float | None = No
     return low if low > 0 else high
 
 
-_POINTER = re.compile(r"<[^<>]*\bobject at 0x[0-9a-f]+>:?\s*")
+# urllib3 names the connection object before the reason: "<...HTTPConnection object at 0x...>: "
+# or "HTTPSConnection(host='...', port=443): ".
+_CONNECTION = re.compile(r"(<[^<>]*\bobject at 0x[0-9a-f]+>|\w+\(host=[^()]*\)):?\s*")
 
 
 def describe_cause(err: BaseException, secret: str = "") -> str:
@@ -407,7 +411,7 @@ def describe_cause(err: BaseException, secret: str = "") -> str:
         if nested is None:
             break
         inner = nested
-    message = _POINTER.sub("", str(inner)).strip(" '\"()") or type(inner).__name__
+    message = _CONNECTION.sub("", str(inner)).strip(" '\"") or type(inner).__name__
     if secret:
         message = message.replace(secret, "***")
     message = "".join(ch if ch.isprintable() else " " for ch in message)[:200]

@@ -231,16 +231,3 @@ def drop_table(table: str) -> None:
 
     with psycopg.connect(POSTGRES_DSN, connect_timeout=5, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
-
-
-def purge_redis_prefix(url: str, prefix: str) -> None:
-    """Delete the keys a test left in a shared Redis under its own ``KEY_PREFIX``."""
-    import redis
-
-    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=500))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()

@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.fleet import collect, fleet_spec, start_gated
+from tests.helpers import ServerFactory
 from tests.reliability import figures, services
-from tradevest_django.testing import FakeTradevestServer
+from tradevest_django.testing import FakeTradevestServer, delete_redis_prefix
 
 pytestmark = pytest.mark.slow
 
@@ -45,9 +45,8 @@ BACKENDS: dict[str, tuple[str, bool, int]] = {
 
 
 @pytest.fixture
-def server() -> Iterator[FakeTradevestServer]:
-    with FakeTradevestServer(client_secret="backends-secret-ZXC") as fake:
-        yield fake
+def server(make_server: ServerFactory) -> FakeTradevestServer:
+    return make_server("backends-secret-ZXC")
 
 
 def fleet_cache(
@@ -60,7 +59,7 @@ def fleet_cache(
     if backend in ("redis", "django-redis"):
         url = request.getfixturevalue("redis_url")
         cache["LOCATION"] = url
-        request.addfinalizer(lambda: services.purge_redis_prefix(url, prefix))
+        request.addfinalizer(lambda: delete_redis_prefix(url, prefix))
     elif backend == "memcached":
         memcached: services.ServiceProcess = request.getfixturevalue("private_memcached")
         cache["LOCATION"] = f"127.0.0.1:{memcached.port}"

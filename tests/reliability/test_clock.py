@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -21,7 +21,7 @@ import requests
 from django.core.cache.backends.locmem import LocMemCache
 from freezegun import freeze_time
 
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, ServerFactory
 from tests.reliability import figures
 from tradevest_django.manager import TokenManager
 from tradevest_django.sessions import TradevestAuth
@@ -69,16 +69,9 @@ def manager_for(
 
 
 @pytest.fixture
-def fake_clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def server(fake_clock: FakeClock) -> Iterator[FakeTradevestServer]:
+def server(make_server: ServerFactory, clock: FakeClock) -> FakeTradevestServer:
     """The token server, on its own (correct) clock."""
-    with FakeTradevestServer(client_secret="clock-secret-RTY", clock=fake_clock) as fake:
-        fake.token_lifetime = LIFETIME
-        yield fake
+    return make_server("clock-secret-RTY", clock=clock, token_lifetime=LIFETIME)
 
 
 @pytest.mark.usefixtures("freezegun_in_threads")
@@ -147,13 +140,13 @@ def test_machine_clock_jumps_forward_and_backward() -> None:
 
 @pytest.mark.parametrize("offset", [OFF, -OFF], ids=["host-ahead", "host-behind"])
 def test_host_clock_off_by_minutes(
-    server: FakeTradevestServer, fake_clock: FakeClock, offset: float
+    server: FakeTradevestServer, clock: FakeClock, offset: float
 ) -> None:
     manager = manager_for(
         server,
         LocMemCache(f"skew-{uuid.uuid4()}", {}),
-        lambda: fake_clock() + offset,
-        fake_clock.sleep,
+        lambda: clock() + offset,
+        clock.sleep,
     )
     unauthorized = calls = 0
     steps = int(10 * LIFETIME / STEP)
@@ -169,7 +162,7 @@ def test_host_clock_off_by_minutes(
             assert abs(token.server_expiry - server_expiry) <= 1.01
             calls += 1
             unauthorized += api_status(server, token) == 401
-        fake_clock.advance(STEP)
+        clock.advance(STEP)
     figures.record(
         "infrastructure",
         scenario=f"host clock {offset:+.0f} s off the server's Date",
@@ -185,11 +178,9 @@ def test_host_clock_off_by_minutes(
     assert 10 <= server.token_request_count <= renewals_bound(steps * STEP)
 
 
-def offset_clock(
-    fake_clock: FakeClock, offsets: dict[str, float], name: str
-) -> Callable[[], float]:
+def offset_clock(clock: FakeClock, offsets: dict[str, float], name: str) -> Callable[[], float]:
     """Host ``name``'s clock: the true time plus ``offsets[name]`` (which a test may change)."""
-    return lambda: fake_clock() + offsets[name]
+    return lambda: clock() + offsets[name]
 
 
 class Host:
@@ -231,7 +222,7 @@ class Host:
 
 def run_hosts(
     server: FakeTradevestServer,
-    fake_clock: FakeClock,
+    clock: FakeClock,
     offsets: dict[str, float],
     *,
     through_session: bool,
@@ -245,9 +236,9 @@ def run_hosts(
             manager_for(
                 server,
                 cache,
-                offset_clock(fake_clock, offsets, name),
-                fake_clock.sleep,
-                monotonic=fake_clock,  # a host's monotonic clock runs true, whatever its wall clock
+                offset_clock(clock, offsets, name),
+                clock.sleep,
+                monotonic=clock,  # a host's monotonic clock runs true, whatever its wall clock
             ),
             server,
             through_session,
@@ -264,7 +255,7 @@ def run_hosts(
                 offsets[step_clock[1]] += step_clock[2]
             for host in hosts.values():
                 host.call()
-            fake_clock.advance(STEP)
+            clock.advance(STEP)
     finally:
         for host in hosts.values():
             host.session.close()
@@ -283,8 +274,8 @@ def run_hosts(
     return hosts
 
 
-def test_fleet_host_with_a_fast_clock(server: FakeTradevestServer, fake_clock: FakeClock) -> None:
-    hosts = run_hosts(server, fake_clock, {"fetcher": 0.0, "fast": OFF}, through_session=True)
+def test_fleet_host_with_a_fast_clock(server: FakeTradevestServer, clock: FakeClock) -> None:
+    hosts = run_hosts(server, clock, {"fetcher": 0.0, "fast": OFF}, through_session=True)
     assert all(host.rejected == 0 and host.failed == 0 for host in hosts.values())
     # the fast host finds the shared token expired and fetches once, learning its skew
     assert server.token_request_count <= renewals_bound(10 * LIFETIME) + 1
@@ -298,10 +289,10 @@ def test_fleet_host_with_a_fast_clock(server: FakeTradevestServer, fake_clock: F
     ],
 )
 def test_fleet_host_with_a_slow_clock(
-    server: FakeTradevestServer, fake_clock: FakeClock, through_session: bool
+    server: FakeTradevestServer, clock: FakeClock, through_session: bool
 ) -> None:
     offsets = {"fetcher": 0.0, "slow": -OFF}
-    hosts = run_hosts(server, fake_clock, offsets, through_session=through_session)
+    hosts = run_hosts(server, clock, offsets, through_session=through_session)
     assert all(host.failed == 0 for host in hosts.values())
     assert hosts["fetcher"].rejected == 0
     # A session learns the skew from its first response. A host sending its own requests
@@ -318,11 +309,11 @@ def test_fleet_host_with_a_slow_clock(
     ],
 )
 def test_host_clock_steps_while_the_server_clock_does_not(
-    server: FakeTradevestServer, fake_clock: FakeClock, step: float
+    server: FakeTradevestServer, clock: FakeClock, step: float
 ) -> None:
     hosts = run_hosts(
         server,
-        fake_clock,
+        clock,
         {"stepping": 0.0},
         through_session=True,
         step_clock=(3, "stepping", step),

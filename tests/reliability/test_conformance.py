@@ -18,7 +18,6 @@ import http.client
 import json
 import os
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -31,7 +30,7 @@ from openapi_core.exceptions import OpenAPIError
 from openapi_core.testing import MockRequest, MockResponse
 
 import tradevest_django
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, ServerFactory
 from tests.reliability import figures
 from tradevest_django.conf import DEFAULTS
 from tradevest_django.manager import TokenManager
@@ -98,14 +97,8 @@ def scope_is_allowed(spec: dict[str, Any]) -> bool:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def server(clock: FakeClock) -> Iterator[FakeTradevestServer]:
-    with FakeTradevestServer(client_secret="conformance-secret-N3k", clock=clock) as fake:
-        yield fake
+def server(make_server: ServerFactory, clock: FakeClock) -> FakeTradevestServer:
+    return make_server("conformance-secret-N3k", clock=clock)
 
 
 # -- requests ----------------------------------------------------------------------------------

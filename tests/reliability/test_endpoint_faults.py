@@ -27,7 +27,7 @@ import pytest
 import requests
 from django.core.cache.backends.locmem import LocMemCache
 
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, ServerFactory
 from tests.reliability import figures
 from tradevest_django.conf import DEFAULTS
 from tradevest_django.endpoint import MAX_BODY, MAX_LIFETIME
@@ -320,14 +320,8 @@ class Wire:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def server(clock: FakeClock) -> Iterator[FakeTradevestServer]:
-    with FakeTradevestServer(client_secret="faults-secret-Vb71", clock=clock) as fake:
-        yield fake
+def server(make_server: ServerFactory, clock: FakeClock) -> FakeTradevestServer:
+    return make_server("faults-secret-Vb71", clock=clock)
 
 
 @pytest.fixture

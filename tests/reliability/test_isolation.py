@@ -32,13 +32,13 @@ import redis
 import requests
 from django.core.cache.backends.redis import RedisCache
 
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, ServerFactory
 from tests.reliability import figures
 from tradevest_django import TradevestAuth, get_session
 from tradevest_django.exceptions import InvalidClient
 from tradevest_django.manager import TokenManager
 from tradevest_django.rejections import REJECTION_WINDOW
-from tradevest_django.testing import FakeTradevestServer, Fault
+from tradevest_django.testing import FakeTradevestServer, Fault, delete_redis_prefix
 from tradevest_django.tokens import Token
 
 PERSON = "0b9e2a44-6d1c-4f7e-8a35-5c2f1e9d7b60"
@@ -48,15 +48,10 @@ TIMEOUT = (2.0, 5.0)
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def server(clock: FakeClock) -> Iterator[FakeTradevestServer]:
-    with FakeTradevestServer(client_secret="isolation-secret-H4w", clock=clock) as fake:
-        fake.clients["other-client"] = "other-secret-Jq2"
-        yield fake
+def server(make_server: ServerFactory, clock: FakeClock) -> FakeTradevestServer:
+    fake = make_server("isolation-secret-H4w", clock=clock)
+    fake.clients["other-client"] = "other-secret-Jq2"
+    return fake
 
 
 @pytest.fixture
@@ -64,13 +59,8 @@ def key_prefixes(redis_url: str) -> Iterator[list[str]]:
     """Unique key prefixes for this test; every key under them is deleted afterwards."""
     prefixes = [f"tviso-{uuid.uuid4().hex[:12]}-{n}" for n in range(2)]
     yield prefixes
-    client = redis.Redis.from_url(redis_url, socket_timeout=5)
-    try:
-        for prefix in prefixes:
-            for key in client.scan_iter(match=f"{prefix}:*", count=500):
-                client.delete(key)
-    finally:
-        client.close()
+    for prefix in prefixes:
+        delete_redis_prefix(redis_url, prefix)
 
 
 def _raw_values(redis_url: str, prefix: str) -> list[bytes]:

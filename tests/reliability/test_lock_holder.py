@@ -17,11 +17,11 @@ from django.core.cache.backends.locmem import LocMemCache
 
 from tests.fleet import collect, fleet_spec, kill_all, start_workers
 from tests.helpers import FakeClock
-from tests.reliability import figures, services
+from tests.reliability import figures
 from tradevest_django.conf import AliasConfig
 from tradevest_django.manager import TokenManager
 from tradevest_django.shared import cache_key_base
-from tradevest_django.testing import FakeTradevestServer, Fault
+from tradevest_django.testing import FakeTradevestServer, Fault, delete_redis_prefix
 
 LOCK_TIMEOUT = 3
 WAITERS = 3  # processes
@@ -86,7 +86,7 @@ def test_killed_lock_holder_delays_the_fleet_by_at_most_the_lock_ttl(
     finally:
         kill_all(holder + waiters)
         client.close()
-        services.purge_redis_prefix(redis_url, prefix)
+        delete_redis_prefix(redis_url, prefix)
 
     obtained = [t for r in results for t in r["obtained_at"]]
     tokens = {t for r in results for t in r["tokens"]}

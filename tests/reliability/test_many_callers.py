@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.fleet import collect, fleet_spec, kill_all, start_gated
-from tests.reliability import figures, services
-from tradevest_django.testing import FakeTradevestServer
+from tests.reliability import figures
+from tradevest_django.testing import FakeTradevestServer, delete_redis_prefix
 from tradevest_django.testing import _http as fake_server_module
 
 PROCESSES = 4
@@ -69,7 +69,7 @@ def test_thousand_callers_at_expiry_make_one_token_request(
         results = collect(procs, timeout=180)
     finally:
         kill_all(procs)
-        services.purge_redis_prefix(redis_url, prefix)
+        delete_redis_prefix(redis_url, prefix)
 
     line = min(r["line"] for r in results)
     before = sum(1 for r in server.token_requests if r.received_at < line)
