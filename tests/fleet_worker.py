@@ -11,6 +11,8 @@ workers start together), ``duration`` and ``mode``:
   request once after a 401, with a fresh token) until the end; every call is recorded in
   ``samples`` as ``[start, latency, fingerprint, status, 401s replayed]``, and any exception
   counts as a failed call in ``errors`` instead of ending the thread;
+* ``"async"``: one event loop runs ``coroutines`` callers that call the API through one
+  ``get_async_client()`` until the end (recorded as in ``"session"``);
 * ``"burst"``: the main thread takes a token at ``start_at``; all threads wait on a line
   ``line_after_expiry`` seconds after that token expires, then each makes one API call through
   ``get_session()`` (recorded as in ``"session"``).
@@ -81,6 +83,9 @@ def main(raw: str) -> dict[str, Any]:
             sample = [started, time.time() - started, fingerprint, status, extra]
             results["samples"].append(sample)
 
+    if mode == "async":
+        return run_async(spec, results, record)
+
     def run() -> None:
         go.wait()
         if mode == "burst":
@@ -147,6 +152,43 @@ def main(raw: str) -> dict[str, Any]:
     for thread in workers:
         thread.join(timeout=spec["duration"] + 60)
     results["threads_alive"] = sum(thread.is_alive() for thread in workers)
+    results["max_rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return results
+
+
+def run_async(spec: dict[str, Any], results: dict[str, Any], record: Any) -> dict[str, Any]:
+    """``"async"`` mode: one event loop, ``coroutines`` callers on one ``get_async_client()``."""
+    import asyncio
+
+    import httpx
+
+    import tradevest_django
+    from tradevest_django.tokens import fingerprint as token_fingerprint
+
+    async def caller(client: httpx.AsyncClient, end: float) -> None:
+        while time.time() < end:
+            started = time.time()
+            fingerprint = status = None
+            try:
+                response = await client.get("/prices")
+                status = response.status_code
+                sent = response.request.headers.get("Authorization", "")
+                fingerprint = token_fingerprint(sent.removeprefix("Bearer "))
+                replayed = sum(1 for earlier in response.history if earlier.status_code == 401)
+            except Exception as err:  # every failure a caller would see, whatever its type
+                record(started, fingerprint, status, type(err).__name__)
+                continue
+            error = "" if status == 200 else f"HTTP {status}"
+            record(started, fingerprint, status, error, replayed)
+
+    async def fleet() -> None:
+        limits = httpx.Limits(max_connections=20)  # 200 callers, not 200 server threads
+        async with tradevest_django.get_async_client(limits=limits, timeout=30) as client:
+            end = wait_for_start(spec) + spec["duration"]
+            await asyncio.gather(*(caller(client, end) for _ in range(spec["coroutines"])))
+
+    asyncio.run(fleet())
+    results["threads_alive"] = 0
     results["max_rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return results
 

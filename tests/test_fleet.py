@@ -49,6 +49,30 @@ def test_fleet_fetches_one_token_per_lifetime(server: FakeTradevestServer, redis
     assert server.token_request_count <= lifetimes + 1, server.token_request_count
 
 
+def test_async_fleet_fetches_one_token_per_lifetime(
+    server: FakeTradevestServer, redis_url: str
+) -> None:
+    """4 processes x 200 coroutines through get_async_client(), over 3 token lifetimes."""
+    server.token_lifetime = 2
+    duration = 6.0
+    results = run_fleet(
+        server=server.settings(),
+        caches=redis_cache(redis_url),
+        processes=4,
+        threads=1,
+        coroutines=200,
+        duration=duration,
+        mode="async",
+    )
+    lifetimes = math.ceil(duration / server.token_lifetime)
+    calls = sum(r["calls"] for r in results)
+    assert all(not r["errors"] for r in results), [r["errors"][:3] for r in results]
+    assert calls > 100
+    assert sum(r["unauthorized"] for r in results) == 0  # no 401 reaches a caller
+    assert server.api_unauthorized_count == 0  # and no expired token was ever sent
+    assert server.token_request_count <= lifetimes + 1, server.token_request_count
+
+
 def test_stale_401_across_processes_keeps_the_fresher_token(
     tradevest_settings: FakeTradevestServer, redis_caches: dict[str, object]
 ) -> None:

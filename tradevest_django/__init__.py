@@ -10,8 +10,10 @@ until it is used.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
-from .api import get_manager, get_token, invalidate_token
+from .api import aget_token, ainvalidate_token, get_manager, get_token, invalidate_token
 from .exceptions import (
     BadTokenResponse,
     TokenEndpointError,
@@ -32,10 +34,30 @@ __all__ = [
     "TradevestAuth",
     "TradevestConfigurationError",
     "TradevestError",
+    "TradevestHttpxAuth",
     "TradevestSession",
     "__version__",
+    "aget_token",
+    "ainvalidate_token",
+    "get_async_client",
+    "get_client",
     "get_manager",
     "get_session",
     "get_token",
     "invalidate_token",
 ]
+
+#: Names that need the ``httpx`` extra, imported on first use.
+_HTTPX_NAMES = frozenset({"TradevestHttpxAuth", "get_async_client", "get_client"})
+
+if TYPE_CHECKING:
+    from .clients import TradevestHttpxAuth, get_async_client, get_client
+
+
+def __getattr__(name: str) -> Any:
+    # httpx is optional: importing the package never needs it, using the clients does.
+    if name in _HTTPX_NAMES:
+        from . import clients
+
+        return getattr(clients, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -38,6 +38,25 @@ def get_token(alias: str = "default") -> Token:
     return get_manager(alias).get_token()
 
 
+async def aget_token(alias: str = "default") -> Token:
+    """:func:`get_token` for coroutines: the event loop keeps running while a token is got.
+
+    Shares the token, the single flight and the signals with :func:`get_token`.
+    """
+    return await get_manager(alias).aget_token()
+
+
+async def ainvalidate_token(
+    token: Token,
+    alias: str = "default",
+    reason: str = "rejected by the API (401)",
+    *,
+    server_date: str | None = None,
+) -> bool:
+    """:func:`invalidate_token` for coroutines (its cache calls run in a thread)."""
+    return await get_manager(alias).ainvalidate(token, reason=reason, server_date=server_date)
+
+
 def invalidate_token(
     token: Token,
     alias: str = "default",

@@ -10,10 +10,16 @@ How a token is found, from cheapest to dearest:
 Inside the refresh window (the last ~10 % of a token's life) one background thread per process
 looks in the cache and, only if nobody stored a newer token yet, fetches one, while callers keep
 the still-valid token. Callers wait only when no valid token exists at all.
+
+Coroutines (:meth:`TokenManager.aget_token`) take the same path: the hot path is the same
+attribute read; a coroutine that must wait awaits one shared "flight", a thread doing what a
+waiting thread does, so the event loop never blocks, and nothing belongs to a particular loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 import os
 import random
@@ -112,6 +118,8 @@ class TokenManager:
         self._refreshing = threading.Lock()  # at most one background refresh
         self._state_lock = threading.Lock()  # compare-and-set of _state (never on the hot path)
         self._refresh_thread: threading.Thread | None = None
+        self._flight_lock = threading.Lock()  # the coroutines' token request (aget_token)
+        self._in_flight: concurrent.futures.Future[Token] | None = None
 
     @classmethod
     def from_options(
@@ -140,16 +148,67 @@ class TokenManager:
             TokenEndpointUnavailable: no valid token exists and the endpoint cannot be reached.
             BadTokenResponse: the endpoint answered with something that is not a token.
         """
+        return self._ready() or self._wait_for_token()
+
+    async def aget_token(self) -> Token:
+        """:meth:`get_token` for coroutines: the event loop keeps running while a token is got.
+
+        The in-process token is returned at once, as by :meth:`get_token`. Otherwise the
+        coroutine awaits the process's single token "flight" (shared with every other coroutine,
+        loop and thread of the process, and through the cache with the fleet), which runs in a
+        thread of its own. It raises what :meth:`get_token` raises.
+        """
+        token = self._ready()
+        if token is not None:
+            return token
+        return await asyncio.wrap_future(self._flight())
+
+    def _ready(self) -> Token | None:
+        """The in-process token, if it may be handed out now (no I/O, no lock: the hot path).
+
+        Inside the refresh window it starts the background refresh and still returns it.
+        """
         state = self._state
-        if state is not None:
-            now = self._monotonic()
-            wall = self._clock() + self._skew
-            if now < state.refresh_at and wall < state.refresh_at_wall:
-                return state.token
-            if now < state.usable_until and wall < state.usable_until_wall:
-                self._start_background_refresh(state)
-                return state.token
-        return self._wait_for_token()
+        if state is None:
+            return None
+        now = self._monotonic()
+        wall = self._clock() + self._skew
+        if now < state.refresh_at and wall < state.refresh_at_wall:
+            return state.token
+        if now < state.usable_until and wall < state.usable_until_wall:
+            self._start_background_refresh(state)
+            return state.token
+        return None
+
+    def _flight(self) -> concurrent.futures.Future[Token]:
+        """The token request coroutines wait for: the one under way, or a new one."""
+        with self._flight_lock:
+            flight = self._in_flight
+            if flight is None:
+                flight = self._in_flight = concurrent.futures.Future()
+                # Running: a waiter that is cancelled cannot cancel it for the others.
+                flight.set_running_or_notify_cancel()
+                threading.Thread(
+                    target=self._fly,
+                    args=(flight,),
+                    name=f"tradevest-token-{self.alias}",
+                    daemon=True,
+                ).start()
+            return flight
+
+    def _fly(self, flight: concurrent.futures.Future[Token]) -> None:
+        try:
+            token = self._wait_for_token()
+        except BaseException as err:
+            self._land()
+            flight.set_exception(err)
+        else:
+            self._land()
+            flight.set_result(token)
+
+    def _land(self) -> None:
+        with self._flight_lock:
+            self._in_flight = None
 
     def peek(self) -> Token | None:
         """The token this process would use now, without any I/O (``None`` if it has none)."""
@@ -261,6 +320,16 @@ class TokenManager:
         logger.info("Invalidated token %s of alias %r: %s.", token.fingerprint, self.alias, reason)
         self._send(signals.token_invalidated, fingerprint=token.fingerprint, reason=reason)
         return True
+
+    async def ainvalidate(
+        self,
+        token: Token,
+        reason: str = "rejected by the API (401)",
+        *,
+        server_date: str | None = None,
+    ) -> bool:
+        """:meth:`invalidate` for coroutines: its cache calls run in a thread, not on the loop."""
+        return await asyncio.to_thread(self.invalidate, token, reason, server_date=server_date)
 
     # -- obtaining -----------------------------------------------------------------------------
 

@@ -24,9 +24,10 @@ import requests
 from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 from urllib3.exceptions import MaxRetryError, ResponseError
-from urllib3.util import Retry, parse_url
+from urllib3.util import Retry
 
 from .api import get_manager
+from .apihost import REQUESTOR_ID_HEADER, ApiHost, validated_requestor_id
 from .conf import AliasConfig
 from .exceptions import TradevestConfigurationError
 from .manager import TokenManager
@@ -34,33 +35,9 @@ from .tokens import Token
 
 __all__ = ["TradevestAuth", "TradevestSession", "get_session"]
 
-REQUESTOR_ID_HEADER = "Requestor-ID"
 #: The longest ``Retry-After`` a retried API call sleeps for; a longer one is returned at once.
 MAX_RETRY_AFTER = 10.0
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-
-
-def _origin(url: str | None) -> tuple[str, str, int] | None:
-    if not url:
-        return None
-    parts = parse_url(url)
-    if not parts.scheme or not parts.host:
-        return None
-    scheme = parts.scheme.lower()
-    return scheme, parts.host.lower(), parts.port or _DEFAULT_PORTS.get(scheme, 0)
-
-
-def _validated_requestor_id(value: object) -> str | None:
-    if value is None:
-        return None
-    try:
-        return str(value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
-    except ValueError:
-        raise ValueError(
-            "requestor_id must be the UUID of the natural person acting (Tradevest's "
-            f"Requestor-ID), not {str(value)[:40]!r}."
-        ) from None
 
 
 class TradevestAuth(AuthBase):
@@ -81,10 +58,10 @@ class TradevestAuth(AuthBase):
         manager: TokenManager | None = None,
     ):
         self.alias = alias
-        self.requestor_id = _validated_requestor_id(requestor_id)
+        self.requestor_id = validated_requestor_id(requestor_id)
         self._manager = manager
         self._clock_checked = False
-        self._api: tuple[AliasConfig, tuple[str, str, int] | None, str] | None = None
+        self._api: tuple[AliasConfig, ApiHost] | None = None
 
     @property
     def manager(self) -> TokenManager:
@@ -97,16 +74,8 @@ class TradevestAuth(AuthBase):
         """Whether ``url`` is on the alias's API host (same scheme, host and port)."""
         config = self.manager.config
         if self._api is None or self._api[0] is not config:
-            origin = _origin(config.api_url)
-            prefix = f"{origin[0]}://{origin[1]}/" if origin else ""
-            if origin and origin[2] != _DEFAULT_PORTS.get(origin[0]):
-                prefix = f"{origin[0]}://{origin[1]}:{origin[2]}/"
-            self._api = (config, origin, prefix)
-        _, origin, prefix = self._api
-        if not url or origin is None:
-            return False
-        # Every request pays for this check: the prefix test answers the usual case at once.
-        return url.startswith(prefix) or _origin(url) == origin
+            self._api = (config, ApiHost(config.api_url))
+        return self._api[1].matches(url)
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         if not self.is_api_url(request.url):
