@@ -12,7 +12,8 @@ workers start together), ``duration`` and ``mode``:
   ``samples`` as ``[start, latency, fingerprint, status, 401s replayed]``, and any exception
   counts as a failed call in ``errors`` instead of ending the thread;
 * ``"async"``: one event loop runs ``coroutines`` callers that call the API through one
-  ``get_async_client()`` until the end (recorded as in ``"session"``);
+  ``get_async_client()`` until the end, at most ``concurrency`` (default 10) at a time, as many
+  as the client has connections (recorded as in ``"session"``);
 * ``"burst"``: the main thread takes a token at ``start_at``; all threads wait on a line
   ``line_after_expiry`` seconds after that token expires, then each makes one API call through
   ``get_session()`` (recorded as in ``"session"``).
@@ -165,12 +166,16 @@ def run_async(spec: dict[str, Any], results: dict[str, Any], record: Any) -> dic
     import tradevest_django
     from tradevest_django.tokens import fingerprint as token_fingerprint
 
+    concurrency = spec.get("concurrency", 10)
+    in_flight = asyncio.Semaphore(concurrency)  # as many calls at once as connections
+
     async def caller(client: httpx.AsyncClient, end: float) -> None:
         while time.time() < end:
             started = time.time()
             fingerprint = status = None
             try:
-                response = await client.get("/prices")
+                async with in_flight:
+                    response = await client.get("/prices")
                 status = response.status_code
                 sent = response.request.headers.get("Authorization", "")
                 fingerprint = token_fingerprint(sent.removeprefix("Bearer "))
@@ -182,7 +187,7 @@ def run_async(spec: dict[str, Any], results: dict[str, Any], record: Any) -> dic
             record(started, fingerprint, status, error, replayed)
 
     async def fleet() -> None:
-        limits = httpx.Limits(max_connections=20)  # 200 callers, not 200 server threads
+        limits = httpx.Limits(max_connections=concurrency)  # not a server thread per caller
         async with tradevest_django.get_async_client(limits=limits, timeout=30) as client:
             end = wait_for_start(spec) + spec["duration"]
             await asyncio.gather(*(caller(client, end) for _ in range(spec["coroutines"])))

@@ -119,6 +119,30 @@ def test_cache_backend_warnings(settings: Any, backend: str, expected: str | Non
         assert "Redis" in message.hint
 
 
+@pytest.mark.parametrize(
+    ("backend", "location", "expected"),
+    [
+        ("django.core.cache.backends.redis.RedisCache", "redis://p:6379", None),
+        ("django.core.cache.backends.redis.RedisCache", ["redis://p:6379"], None),
+        ("django.core.cache.backends.redis.RedisCache", ["redis://p", "redis://r"], "W005"),
+        ("django.core.cache.backends.redis.RedisCache", "redis://p,redis://r", "W005"),
+        ("django.core.cache.backends.redis.RedisCache", "redis://p;redis://r", "W005"),
+        ("django_redis.cache.RedisCache", ["redis://p", "redis://r", "redis://s"], "W005"),
+        ("django.core.cache.backends.memcached.PyMemcacheCache", ["m1:11211", "m2:11211"], None),
+    ],
+)
+def test_a_redis_cache_with_replicas_is_warned_about(
+    settings: Any, backend: str, location: object, expected: str | None
+) -> None:
+    settings.TRADEVEST = {"default": GOOD}
+    settings.CACHES = {"default": {"BACKEND": backend, "LOCATION": location}}
+    messages = check_caches(None)
+    assert ids(messages) == ([f"tradevest_django.{expected}"] if expected else [])
+    for message in messages:
+        assert "replicas" in message.msg
+        assert "TRADEVEST['default']['CACHE'] = 'tradevest'" in message.hint
+
+
 def test_only_the_caches_the_aliases_use_are_judged(settings: Any) -> None:
     settings.CACHES = {
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},

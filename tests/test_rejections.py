@@ -48,6 +48,25 @@ def test_a_token_older_than_the_last_rejection_is_invalidated() -> None:
     assert judge(token("t0", NOW - 1200), NOW + 0.5, last) is Verdict.INVALIDATE
 
 
+def test_a_token_issued_a_moment_before_the_last_rejection_is_invalidated() -> None:
+    # a background refresh obtained it just before another worker's 401: not its replacement
+    last = record(token("t1", NOW - 600), NOW, Verdict.INVALIDATE, cooldown=30)
+    assert judge(token("t2", NOW - 0.3), NOW + 0.5, last) is Verdict.INVALIDATE
+
+
+def test_a_short_token_rejected_near_its_end_is_expiring_not_refused() -> None:
+    # 2 s tokens under load: a replacement sent late is rejected for its age, not for its use
+    last = record(token("t1", NOW - 2, lifetime=2), NOW, Verdict.INVALIDATE, cooldown=30)
+    assert judge(token("t2", NOW + 0.1, lifetime=2), NOW + 1.5, last) is Verdict.INVALIDATE
+    assert judge(token("t2", NOW + 0.1, lifetime=2), NOW + 0.9, last) is Verdict.COOL_DOWN
+
+
+def test_a_young_token_long_after_the_last_rejection_is_invalidated() -> None:
+    last = record(token("t1", NOW - 600), NOW, Verdict.INVALIDATE, cooldown=30)
+    later = NOW + 3600
+    assert judge(token("t9", later - 1), later, last) is Verdict.INVALIDATE
+
+
 def test_a_rejection_long_after_the_last_one_invalidates() -> None:
     last = record(token("t1", NOW - 600), NOW, Verdict.INVALIDATE, cooldown=30)
     late = NOW + REJECTION_WINDOW + 0.01

@@ -11,6 +11,7 @@ Check ids are public API (``SILENCED_SYSTEM_CHECKS`` depends on them): never ren
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -39,6 +40,8 @@ CHECK_IDS: dict[str, str] = {
     "tradevest_django.W003": "An alias's cache is file-based: the refresh lock is not atomic.",
     "tradevest_django.W004": "An alias's cache is the database cache: the refresh lock is not "
     "atomic and tokens wait for the request's commit.",
+    "tradevest_django.W005": "An alias's cache is Redis with several servers: reads go to "
+    "replicas, which may lag behind the primary.",
 }
 
 _SHARED = (
@@ -103,18 +106,43 @@ def check_caches(
         entry = caches.get(cache_alias) if isinstance(cache_alias, str) else None
         backend = entry.get("BACKEND") if isinstance(entry, Mapping) else None
         warning = _cache_warning(backend) if isinstance(backend, str) else None
+        if warning is None and isinstance(backend, str) and isinstance(entry, Mapping):
+            warning = _replica_warning(backend, entry.get("LOCATION"))
         if warning is not None:
             check_id, problem, hint = warning
             where = f"{SETTING}[{str(alias)!r}]"
             messages.append(
                 checks.Warning(
                     f"{where} keeps its token in CACHES[{cache_alias!r}], {problem}.",
-                    hint=hint.format(where=where),
+                    hint=hint.format(where=where, cache=cache_alias),
                     obj=SETTING,
                     id=check_id,
                 )
             )
     return messages
+
+
+def _replica_warning(backend: str, location: object) -> tuple[str, str, str] | None:
+    """W005: Django's RedisCache and django-redis read from the servers after the first."""
+    if not backend.rpartition(".")[2].endswith("RedisCache"):
+        return None
+    if isinstance(location, str):
+        servers = [part for part in re.split("[;,]", location) if part.strip()]
+    elif isinstance(location, list | tuple):
+        servers = list(location)
+    else:
+        return None
+    if len(servers) < 2:
+        return None
+    return (
+        "tradevest_django.W005",
+        f"a Redis cache with {len(servers)} servers, whose reads go to replicas that may not "
+        "have the newest token, lock or revocation yet",
+        "A lagging replica makes processes miss each other's refresh lock and token and request "
+        "tokens of their own. Give the tokens a cache of the primary alone, e.g. "
+        "CACHES['tradevest'] = {{'BACKEND': ..., 'LOCATION': <the primary's URL>}} and "
+        "{where}['CACHE'] = 'tradevest'.",
+    )
 
 
 def _cache_warning(backend: str) -> tuple[str, str, str] | None:

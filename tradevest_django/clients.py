@@ -16,6 +16,7 @@ which never blocks the event loop.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncGenerator, Generator
 from dataclasses import dataclass
@@ -96,7 +97,9 @@ class TradevestHttpxAuth(httpx.Auth):
             return
         token: Token = yield _TAKE_TOKEN
         request.headers["Authorization"] = token.authorization
+        taken = time.monotonic()
         response: httpx.Response = yield request
+        self.manager.observe_in_flight(time.monotonic() - taken)
         if not self._clock_checked:
             self._clock_checked = True  # once per auth: 401s pass their Date to invalidate()
             self.manager.observe_server_date(
@@ -109,7 +112,9 @@ class TradevestHttpxAuth(httpx.Auth):
             return  # cooling down, or a streamed body that cannot be sent twice
         token = yield _TAKE_TOKEN
         request.headers["Authorization"] = token.authorization
+        taken = time.monotonic()
         response = yield request
+        self.manager.observe_in_flight(time.monotonic() - taken)
         if response.status_code == 401:
             yield _Rejected(token, response)  # a fresh token rejected too: the manager decides
 

@@ -105,6 +105,8 @@ class TokenManager:
         self._state: _State | None = None
         self._skew = 0.0
         self._fetch_duration = 0.0
+        #: How long a token handed out may take to reach the API (see observe_in_flight).
+        self._lead = 0.0
         self._failure: dict[str, Any] | None = None
         self._rejection: Rejection | None = None
         self._init_locks()
@@ -171,8 +173,10 @@ class TokenManager:
         state = self._state
         if state is None:
             return None
-        now = self._monotonic()
-        wall = self._clock() + self._skew
+        # Judged at the moment the request will reach the API, not at the moment it is built.
+        lead = self._lead
+        now = self._monotonic() + lead
+        wall = self._clock() + self._skew + lead
         if now < state.refresh_at and wall < state.refresh_at_wall:
             return state.token
         if now < state.usable_until and wall < state.usable_until_wall:
@@ -271,6 +275,23 @@ class TokenManager:
         if state is not None:
             self._adopt(state.token, replacing=state)  # re-time it on the corrected clock
 
+    def observe_in_flight(self, seconds: float) -> None:
+        """Learn how long requests take from taking their token to the API's answer.
+
+        Sessions and clients report every call. Under load (many coroutines or threads
+        queueing for connections) that time grows, and a token handed out moments before its
+        end would reach the API expired: the in-process token then counts as expiring that
+        much earlier, and is refreshed that much earlier. The figure follows the slowest recent
+        calls (it decays by 1 % per faster call) and never exceeds a quarter of the token's life.
+        """
+        lead = self._lead
+        if seconds > lead:
+            state = self._state
+            cap = 0.25 * state.token.lifetime if state is not None else seconds
+            self._lead = min(seconds, cap)
+        elif lead:
+            self._lead = max(seconds, lead * 0.99)
+
     def invalidate(
         self,
         token: Token,
@@ -354,13 +375,25 @@ class TokenManager:
         owner = self.shared.acquire_lock(self.config.lock_timeout)
         if owner is None and background:
             return None  # another worker is fetching; look again soon
-        for _ in range(2):  # a dead holder's lock expires; one waiter wins, the others wait again
-            if owner is not None:
-                break
-            token = self._wait_for_other_worker(current)
+        # A holder has LOCK_TIMEOUT for its request; a dead one's lock expires after as long,
+        # and then one waiter wins it and needs as long again.
+        deadline = self._monotonic() + 2 * self.config.lock_timeout
+        while owner is None:
+            token = self._wait_for_other_worker(current, deadline)
             if token is not None:
                 return token
+            # The lock looked free. Only add() decides: a read may come from a replica that
+            # has not seen the lock yet, and the loser of a race for a dead holder's expired
+            # lock must wait for the winner's token, not request one too.
             owner = self.shared.acquire_lock(self.config.lock_timeout)
+            if owner is None and self._monotonic() >= deadline:
+                logger.warning(
+                    "Alias %r waited %d s for other workers' token requests; requesting one "
+                    "itself.",
+                    self.alias,
+                    2 * self.config.lock_timeout,
+                )
+                break
         try:
             shared, _, _ = self.shared.snapshot()  # stored while we took the lock?
             if self._adoptable(shared, current):
@@ -370,9 +403,11 @@ class TokenManager:
             if owner is not None:
                 self.shared.release_lock(owner)
 
-    def _wait_for_other_worker(self, current: Token | None) -> Token | None:
-        """Poll the cache while another worker holds the lock (bounded by the lock's TTL)."""
-        deadline = self._monotonic() + self.config.lock_timeout
+    def _wait_for_other_worker(self, current: Token | None, deadline: float) -> Token | None:
+        """Poll the cache while another worker holds the lock, until it looks free or ``deadline``.
+
+        Returns the token the other worker shared, or ``None`` to try for the lock again.
+        """
         interval = 0.02
         while self._monotonic() < deadline:
             self._sleep(interval)
@@ -382,12 +417,7 @@ class TokenManager:
                 return self._adopt(shared)
             self._raise_remembered(failure)
             if not locked:
-                return None  # the holder gave up or died without a token: try ourselves
-        logger.warning(
-            "Alias %r waited %d s for another worker's token request; requesting one itself.",
-            self.alias,
-            self.config.lock_timeout,
-        )
+                return None  # the holder gave up or died without a token
         return None
 
     def _fetch_and_share(self) -> Token:
@@ -529,13 +559,14 @@ class TokenManager:
 
     def _serves(self, state: _State) -> bool:
         """Whether the in-process token may still be handed out (by both clocks)."""
+        lead = self._lead
         return (
-            self._monotonic() < state.usable_until
-            and self._clock() + self._skew < state.usable_until_wall
+            self._monotonic() + lead < state.usable_until
+            and self._clock() + self._skew + lead < state.usable_until_wall
         )
 
     def _usable(self, token: Token) -> bool:
-        return self._now() < self._usable_until(token)
+        return self._now() + self._lead < self._usable_until(token)
 
     def _adoptable(self, shared: Token | None, current: Token | None) -> TypeGuard[Token]:
         """Whether the shared token is worth taking instead of ``current`` (usable and newer)."""

@@ -6,8 +6,10 @@ every token request is billed. The rule, shared by the whole fleet through the c
 
 * a rejected token is dropped (``INVALIDATE``), unless
 * it was obtained after another token was rejected moments ago (within
-  :data:`REJECTION_WINDOW`): then a fresh token is being rejected too, so the fleet stops
-  replacing tokens for a cooldown (``COOL_DOWN``), and
+  :data:`REJECTION_WINDOW`), and is itself young (obtained within that window, and in the first
+  half of its life): then a fresh token is being rejected too, so the fleet stops replacing
+  tokens for a cooldown (``COOL_DOWN``). A token rejected near the end of its life is
+  expiring, whatever came before, and is simply replaced;
 * while that cooldown lasts, rejections change nothing (``IGNORE``): the 401 reaches the caller
   as the API sent it.
 
@@ -24,8 +26,6 @@ from .tokens import Token
 
 #: How recent a rejection must be for the next one to count as "a fresh token rejected too".
 REJECTION_WINDOW = 10.0
-#: Slack for the one-second resolution of the clocks that issue and reject tokens.
-TOLERANCE = 1.0
 
 
 class Verdict(enum.Enum):
@@ -62,11 +62,12 @@ def judge(token: Token, now: float, last: Rejection | None) -> Verdict:
     if now < last.cooling_until:
         return Verdict.IGNORE
     replaced_a_rejected_one = (
-        last.fingerprint != token.fingerprint and token.issued_at >= last.at - TOLERANCE
+        last.fingerprint != token.fingerprint
+        and token.issued_at >= last.at
+        and now - last.at <= REJECTION_WINDOW
     )
-    if replaced_a_rejected_one and now - last.at <= REJECTION_WINDOW:
-        return Verdict.COOL_DOWN
-    return Verdict.INVALIDATE
+    young = now - token.issued_at <= min(REJECTION_WINDOW, token.lifetime / 2)
+    return Verdict.COOL_DOWN if replaced_a_rejected_one and young else Verdict.INVALIDATE
 
 
 def record(token: Token, now: float, verdict: Verdict, cooldown: float) -> Rejection:

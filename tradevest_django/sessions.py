@@ -15,6 +15,7 @@ new connections there, so one made before Celery forks its workers is still safe
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -91,8 +92,12 @@ class TradevestAuth(AuthBase):
     def _authorize(request: requests.PreparedRequest, token: Token) -> None:
         request.headers["Authorization"] = token.authorization
         request._tradevest_token = token  # type: ignore[attr-defined]
+        request._tradevest_taken = time.monotonic()  # type: ignore[attr-defined]
 
     def _on_response(self, response: requests.Response, **kwargs: Any) -> requests.Response:
+        taken = getattr(response.request, "_tradevest_taken", None)
+        if taken is not None:
+            self.manager.observe_in_flight(time.monotonic() - taken)
         status = response.status_code
         if status != 401 and status not in _REDIRECTS and self._clock_checked:
             return response  # the common case, on every call: nothing to do

@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import time
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
@@ -44,6 +45,9 @@ logger = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 KEY_VERSION = "v2"
 STATUS_TIMEOUT = 7 * 24 * 3600
+#: Seconds before a lock's TTL ends when its owner no longer takes it for granted (the cache's
+#: clock and whole-second expiry may run a little ahead of ours).
+LOCK_SAFETY = 1.0
 
 
 def cache_key_base(config: AliasConfig) -> str:
@@ -64,6 +68,15 @@ def whole_seconds(seconds: float) -> int:
     microsecond rounding of datetimes.
     """
     return max(1, math.floor(seconds + 0.001))
+
+
+class Lock(NamedTuple):
+    """A refresh lock this process holds."""
+
+    #: The value stored under the lock key.
+    owner: str
+    #: When the cache drops the key, on this process's monotonic clock.
+    expires: float
 
 
 class Snapshot(NamedTuple):
@@ -204,27 +217,33 @@ class SharedState:
         status = self.cache.get(self.status_key)
         return status if isinstance(status, dict) else None
 
-    def acquire_lock(self, ttl: int) -> str | None:
-        """Try to take the refresh lock: an owner id on success, ``None`` when someone holds it.
+    def acquire_lock(self, ttl: int) -> Lock | None:
+        """Try to take the refresh lock: a :class:`Lock` on success, ``None`` if someone holds it.
 
-        When the cache is down, an owner id is returned too: nobody can coordinate, so the
-        caller goes on alone rather than waiting for a lock that cannot exist.
+        When the cache is down, a lock is returned too: nobody can coordinate, so the caller
+        goes on alone rather than waiting for a lock that cannot exist.
         """
-        owner = uuid.uuid4().hex
-        return owner if self._add_lock(owner, ttl) else None
+        lock = Lock(uuid.uuid4().hex, time.monotonic() + whole_seconds(ttl))
+        return lock if self._add_lock(lock.owner, ttl) else None
 
     @best_effort("lock", True)
     def _add_lock(self, owner: str, ttl: int) -> bool:
         return bool(self.cache.add(self.lock_key, owner, whole_seconds(ttl)))
 
     @best_effort("lock", None)
-    def release_lock(self, owner: str) -> None:
-        """Release the lock if ``owner`` still holds it.
+    def release_lock(self, lock: Lock) -> None:
+        """Release ``lock`` if it is still ours.
 
-        get-then-delete is not atomic: at worst another holder's lock goes early and one extra
-        token request happens. The lock only saves requests; it guards no invariant.
+        Until shortly before its TTL ends, nobody else can hold the key, so it is deleted
+        without reading it first: a read could come from a replica that has not seen the lock
+        yet, and the lock would stay until its TTL, holding up the fleet. Later, the owner is
+        checked first; get-then-delete is not atomic, but at worst another holder's lock goes
+        early and one extra token request happens (the lock saves requests; it guards no
+        invariant).
         """
-        if self.cache.get(self.lock_key) == owner:
+        if time.monotonic() < lock.expires - LOCK_SAFETY or (
+            self.cache.get(self.lock_key) == lock.owner
+        ):
             self.cache.delete(self.lock_key)
 
     def _went_down(self, what: str, err: Exception) -> None:
