@@ -161,3 +161,22 @@ def test_importing_the_package_needs_no_httpx_and_the_error_names_the_extra() ->
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert 'pip install "tradevest-django[httpx]"' in result.stdout
+
+
+@pytest.mark.parametrize("kind", ["requests", "httpx", "httpx-async"])
+def test_every_client_reports_how_long_calls_take(server: FakeTradevestServer, kind: str) -> None:
+    server.api_delay = 0.2
+    if kind == "requests":
+        with tradevest_django.get_session() as session:
+            session.get("/slow")
+    elif kind == "httpx":
+        with get_client() as client:
+            client.get("/slow")
+    else:
+
+        async def call() -> None:
+            async with get_async_client() as client:
+                await client.get("/slow")
+
+        asyncio.run(call())
+    assert 0.2 <= tradevest_django.get_manager()._lead < 5

@@ -427,3 +427,35 @@ def test_public_times_are_on_this_hosts_clock(offset: float) -> None:
     assert abs(status["expires_in"] - 300) < 3
     expires = datetime.fromisoformat(status["expires_at"]).timestamp()
     assert abs(expires - (time.time() + 300)) < 3
+
+
+def test_slow_calls_make_the_token_expire_that_much_earlier(
+    server: FakeTradevestServer, clock: FakeClock
+) -> None:
+    server.token_lifetime = 300  # usable until 285 s (a 5 % margin)
+    manager = make(server, CountingCache(), clock)
+    token = manager.get_token()
+    clock.advance(275)
+    assert manager.peek() is token  # 10 s to go
+    manager.observe_in_flight(20)  # calls now take 20 s from token to answer
+    assert manager.peek() is None  # one sent now would arrive after usable-until
+    for _ in range(400):
+        manager.observe_in_flight(0.01)  # the load is gone: the allowance decays
+    assert manager.peek() is token
+    manager.observe_in_flight(10_000)
+    assert manager._lead == 75  # never more than a quarter of the token's life
+
+
+def test_the_allowance_brings_the_refresh_forward(
+    server: FakeTradevestServer, clock: FakeClock
+) -> None:
+    server.token_lifetime = 300
+    manager = make(server, CountingCache(), clock)
+    token = manager.get_token()
+    clock.advance(200)  # well before the refresh window (255 s at the earliest)
+    assert manager.get_token() is token
+    assert server.token_request_count == 1
+    manager.observe_in_flight(60)
+    assert manager.get_token() is token  # still served at once...
+    join_refresh(manager)
+    assert server.token_request_count == 2  # ...and replaced in the background
