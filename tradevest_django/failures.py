@@ -46,17 +46,19 @@ def record(err: TradevestError, failure_cooldown: int) -> tuple[dict[str, Any], 
     return (failure, cooldown) if cooldown > 0 else None
 
 
-def raise_if_current(failure: dict[str, Any] | None, now: float, config: AliasConfig) -> None:
-    """Raise the error ``failure`` remembers, unless there is none or its time is over."""
-    if failure is None or not isinstance(failure.get("until"), int | float):
-        return
+def remembered_error(
+    failure: dict[str, Any] | None, now: float, config: AliasConfig
+) -> TradevestError | None:
+    """The error ``failure`` remembers, unless there is none or its time is over."""
+    if not isinstance(failure, dict) or not isinstance(failure.get("until"), int | float):
+        return None
     wait = float(failure["until"]) - now
     if wait <= 0:
-        return
+        return None
     alias, host = config.alias, config.auth_host
     if failure.get("kind") == "refused":
         error = str(failure.get("error") or "")
-        raise error_class_for(error)(
+        return error_class_for(error)(
             alias=alias,
             error=error,
             error_description=failure.get("description"),
@@ -65,12 +67,12 @@ def raise_if_current(failure: dict[str, Any] | None, now: float, config: AliasCo
             remembered=True,
         )
     if failure.get("kind") == "bad_response":
-        raise BadTokenResponse(
+        return BadTokenResponse(
             f"Tradevest's token endpoint at {host} sent an unusable token moments ago for alias "
             f"{alias!r}; the fleet waits {wait:.1f} s before asking again.",
             alias=alias,
         )
-    raise TokenEndpointUnavailable(
+    return TokenEndpointUnavailable(
         f"Tradevest's token endpoint at {host} failed moments ago for alias {alias!r}; the "
         f"fleet waits {wait:.1f} s before asking again.",
         alias=alias,

@@ -27,18 +27,19 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Any, TypeGuard
+from typing import Any
 
 from django.core.cache import BaseCache
 
-from . import failures, rejections, signals
+from . import failures, policy, rejections, signals
 from .conf import AliasConfig
 from .endpoint import FetchResult, TokenEndpoint, clock_skew
 from .exceptions import (
     TradevestError,
 )
+from .policy import Adopt, Fail, NothingYet, Phase, Schedule
 from .rejections import Rejection, Verdict
 from .shared import SharedState
 from .tokens import Token
@@ -46,24 +47,6 @@ from .tokens import Token
 logger = logging.getLogger(__name__)
 
 _managers: weakref.WeakSet[TokenManager] = weakref.WeakSet()
-
-
-@dataclass(frozen=True)
-class _State:
-    """Published as one attribute so readers never see a token with another token's times.
-
-    Each moment is kept on two clocks, and has come when either says so: the monotonic clock
-    (a wall clock stepped by NTP or by hand never makes this process hand out an expired
-    token) and the wall clock corrected by the learned skew (the monotonic clock stands still
-    while a machine sleeps, so after a resume only the wall clock knows the token expired).
-    """
-
-    token: Token
-    refresh_at: float
-    usable_until: float
-    #: The same two moments on Tradevest's clock (this host's wall clock plus the skew).
-    refresh_at_wall: float
-    usable_until_wall: float
 
 
 class TokenManager:
@@ -102,7 +85,7 @@ class TokenManager:
         self._rng_injected = rng is not None
         self.endpoint = TokenEndpoint(config, clock=self._clock, sleep=self._sleep, rng=self._rng)
         self.shared = SharedState(config, cache)
-        self._state: _State | None = None
+        self._state: Schedule | None = None
         self._skew = 0.0
         self._fetch_duration = 0.0
         #: How long a token handed out may take to reach the API (see observe_in_flight).
@@ -175,11 +158,10 @@ class TokenManager:
             return None
         # Judged at the moment the request will reach the API, not at the moment it is built.
         lead = self._lead
-        now = self._monotonic() + lead
-        wall = self._clock() + self._skew + lead
-        if now < state.refresh_at and wall < state.refresh_at_wall:
+        now = policy.phase(state, self._monotonic() + lead, self._clock() + self._skew + lead)
+        if now is Phase.FRESH:
             return state.token
-        if now < state.usable_until and wall < state.usable_until_wall:
+        if now is Phase.REFRESH_DUE:
             self._start_background_refresh(state)
             return state.token
         return None
@@ -222,7 +204,10 @@ class TokenManager:
     def cached_token(self) -> Token | None:
         """The token shared in the cache, if a usable one is there (cache reads, no request)."""
         token = self.shared.snapshot().token
-        return token.with_skew(self._skew) if token is not None and self._usable(token) else None
+        usable = token is not None and policy.adoptable(
+            token, None, self._now() + self._lead, self.config
+        )
+        return token.with_skew(self._skew) if token is not None and usable else None
 
     def status(self) -> dict[str, Any]:
         """What the status page and monitors show for this alias; never fetches a token.
@@ -368,10 +353,11 @@ class TokenManager:
         Returns ``None`` only in the background, when there is nothing to do yet.
         """
         current = self._state.token if self._state is not None else None
-        shared, failure, _ = self.shared.snapshot()
-        if self._adoptable(shared, current):
-            return self._adopt(shared)
-        self._raise_remembered(failure)
+        step = self._next_step(current)
+        if isinstance(step, Adopt):
+            return self._adopt(step.token)
+        if isinstance(step, Fail):
+            raise step.error
         owner = self.shared.acquire_lock(self.config.lock_timeout)
         if owner is None and background:
             return None  # another worker is fetching; look again soon
@@ -395,9 +381,9 @@ class TokenManager:
                 )
                 break
         try:
-            shared, _, _ = self.shared.snapshot()  # stored while we took the lock?
-            if self._adoptable(shared, current):
-                return self._adopt(shared)
+            step = self._next_step(current)  # stored while we took the lock?
+            if isinstance(step, Adopt):
+                return self._adopt(step.token)
             return self._fetch_and_share()
         finally:
             if owner is not None:
@@ -412,13 +398,24 @@ class TokenManager:
         while self._monotonic() < deadline:
             self._sleep(interval)
             interval = min(interval * 1.5, 0.25)
-            shared, failure, locked = self.shared.snapshot()
-            if self._adoptable(shared, current):
-                return self._adopt(shared)
-            self._raise_remembered(failure)
-            if not locked:
-                return None  # the holder gave up or died without a token
+            step = self._next_step(current, waiting=True)
+            if isinstance(step, Adopt):
+                return self._adopt(step.token)
+            if isinstance(step, Fail):
+                raise step.error
+            if not isinstance(step, NothingYet):
+                return None  # the lock looks free: the holder gave up or died without a token
         return None
+
+    def _next_step(self, current: Token | None, *, waiting: bool = False) -> policy.Step:
+        return policy.next_step(
+            self.shared.snapshot(),
+            self._failure,
+            current,
+            self._now() + self._lead,
+            self.config,
+            waiting=waiting,
+        )
 
     def _fetch_and_share(self) -> Token:
         try:
@@ -446,8 +443,9 @@ class TokenManager:
         self._failure = None
         self.last_refresh = datetime.now(timezone.utc)
         self._adopt(token)
-        usable_until = self._usable_until(token)
-        self.shared.store_token(token, timeout=usable_until - self._now())
+        self.shared.store_token(
+            token, timeout=policy.usable_until(token, self.config) - self._now()
+        )
         self.shared.record_status(
             last_refresh=self.last_refresh.isoformat(timespec="seconds"),
             last_fingerprint=token.fingerprint,
@@ -473,7 +471,7 @@ class TokenManager:
 
     # -- refresh ahead -------------------------------------------------------------------------
 
-    def _start_background_refresh(self, due: _State) -> None:
+    def _start_background_refresh(self, due: Schedule) -> None:
         if not self._refreshing.acquire(blocking=False):
             return  # one refresh per process at a time
         try:
@@ -489,7 +487,7 @@ class TokenManager:
             raise
         self._refresh_thread = thread
 
-    def _background_refresh(self, due: _State) -> None:
+    def _background_refresh(self, due: Schedule) -> None:
         try:
             with self._lock:
                 state = self._state
@@ -516,18 +514,12 @@ class TokenManager:
         finally:
             self._refreshing.release()
 
-    def _postpone(self, state: _State) -> None:
+    def _postpone(self, state: Schedule) -> None:
         """Look again a little later, without a thread per call in the meantime."""
-        now, wall = self._monotonic(), self._now()
-        wait = min(max((state.usable_until - now) / 4, 0.05), 5.0)
+        later = policy.postponed(state, self._monotonic(), self._now())
         with self._state_lock:
             if self._state is state:  # not if it was invalidated or replaced meanwhile
-                # Never past usable_until: the hot path looks at the refresh moments alone.
-                self._state = replace(
-                    state,
-                    refresh_at=min(now + wait, state.usable_until),
-                    refresh_at_wall=min(wall + wait, state.usable_until_wall),
-                )
+                self._state = later
 
     # -- failures shared by the fleet ----------------------------------------------------------
 
@@ -540,54 +532,29 @@ class TokenManager:
         self._failure = failure
         self.shared.remember_failure(failure, timeout=cooldown)
 
-    def _raise_remembered(self, shared: dict[str, Any] | None) -> None:
-        now = self._now()
-        for failure in (self._failure, shared):
-            failures.raise_if_current(failure, now, self.config)
-
     # -- time ----------------------------------------------------------------------------------
 
     def _now(self) -> float:
         """Now, on the token server's clock (ours corrected by the skew seen in ``Date``)."""
         return self._clock() + self._skew
 
-    def _usable_until(self, token: Token) -> float:
-        # The margin covers clock skew and requests in flight; for short tokens it shrinks to
-        # 5 % of the lifetime, so a 5-minute Cognito token is not "expired on arrival".
-        margin = min(self.config.expiry_margin, 0.05 * token.lifetime)
-        return token.server_expiry - margin
-
-    def _serves(self, state: _State) -> bool:
-        """Whether the in-process token may still be handed out (by both clocks)."""
+    def _serves(self, state: Schedule) -> bool:
+        """Whether the in-process token may still be handed out (a slow path's second look)."""
         lead = self._lead
-        return (
-            self._monotonic() + lead < state.usable_until
-            and self._clock() + self._skew + lead < state.usable_until_wall
-        )
+        now = policy.phase(state, self._monotonic() + lead, self._clock() + self._skew + lead)
+        return now is not Phase.EXPIRED
 
-    def _usable(self, token: Token) -> bool:
-        return self._now() + self._lead < self._usable_until(token)
-
-    def _adoptable(self, shared: Token | None, current: Token | None) -> TypeGuard[Token]:
-        """Whether the shared token is worth taking instead of ``current`` (usable and newer)."""
-        return shared is not None and self._usable(shared) and _newer(shared, current)
-
-    def _adopt(self, token: Token, *, replacing: _State | None = None) -> Token:
+    def _adopt(self, token: Token, *, replacing: Schedule | None = None) -> Token:
         """Make ``token`` this process's token (if given, only while ``replacing`` is current)."""
         token = token.with_skew(self._skew)  # its public times on this host's clock
-        wall = self._now()
-        usable_until = self._usable_until(token)
-        remaining = usable_until - wall  # judged on the server's clock
-        window = min(
-            max(self.config.refresh_window * token.lifetime, 1.5 * self._fetch_duration),
-            self.config.refresh_window_max,
-            0.5 * token.lifetime,
+        state = policy.plan(
+            token,
+            self.config,
+            mono=self._monotonic(),
+            wall=self._now(),
+            fetch_duration=self._fetch_duration,
+            jitter=self._rng.random(),
         )
-        # Jitter spreads a fleet's first look at the cache over a slice of the window.
-        window *= 1 + self._rng.uniform(0, 0.25)
-        now = self._monotonic()
-        before_end = max(remaining - window, 0.0)
-        state = _State(token, now + before_end, now + remaining, wall + before_end, usable_until)
         with self._state_lock:
             if replacing is None or self._state is replacing:
                 self._state = state
@@ -606,12 +573,6 @@ class TokenManager:
             # The child inherited the parent's generator state: without a new seed every
             # prefork child would pick the same refresh moment and the same retry delays.
             self._rng.seed()
-
-
-def _newer(token: Token, than: Token | None) -> bool:
-    return than is None or (
-        token.access_token != than.access_token and token.server_expiry >= than.server_expiry
-    )
 
 
 def _reset_after_fork() -> None:
