@@ -84,6 +84,10 @@ def secrets_of(servers: list[FakeTradevestServer]) -> set[str]:
         found.update(
             secret for client in server.clients for secret in server.accepted_secrets(client)
         )
+        # Every secret a client sent, accepted or not (fallbacks, callables, rotated ones).
+        found.update(
+            s for request in server.token_requests for s in request.form.get("client_secret", [])
+        )
         found.update(server.issued_tokens)
     return found
 

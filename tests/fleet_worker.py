@@ -18,8 +18,10 @@ workers start together), ``duration`` and ``mode``:
   ``line_after_expiry`` seconds after that token expires, then each makes one API call through
   ``get_session()`` (recorded as in ``"session"``).
 
-Optional keys: ``secret_key`` (Django's SECRET_KEY, which keys the cache keys; by default the
-test settings' own), ``databases`` (Django DATABASES, e.g. for the database cache) and
+Optional keys: ``deploys`` (in ``"session"`` mode: a list of ``{"at": seconds after the start,
+"server": alias dict}``; at each, the process takes the new settings as a restart would and its
+threads open new sessions), ``secret_key`` (Django's SECRET_KEY, which keys the cache keys; by
+default the test settings' own), ``databases`` (Django DATABASES, e.g. for the database cache) and
 ``start_file``: instead of waiting for ``start_at``, the worker creates
 ``<start_file>.ready-<pid>`` once its threads are ready, then starts when ``start_file`` exists
 (at most ``gate_timeout`` seconds later, default 120), and ``duration`` counts from there.
@@ -71,6 +73,7 @@ def main(raw: str) -> dict[str, Any]:
     }
     lock = threading.Lock()
     go = threading.Event()
+    deployed = {"generation": 0}
     times = {"end": spec["start_at"] + spec["duration"]}
 
     def record(
@@ -93,9 +96,11 @@ def main(raw: str) -> dict[str, Any]:
             with tradevest_django.get_session() as api:
                 return call_session(api)
         if mode == "session":
-            with tradevest_django.get_session() as api:
-                while time.time() < times["end"]:
-                    call_session(api)
+            while time.time() < times["end"]:
+                generation = deployed["generation"]
+                with tradevest_django.get_session() as api:  # a new one after each deploy
+                    while time.time() < times["end"] and deployed["generation"] == generation:
+                        call_session(api)
             return
         with requests.Session() as session:
             while time.time() < times["end"]:
@@ -142,6 +147,11 @@ def main(raw: str) -> dict[str, Any]:
     try:
         start = wait_for_start(spec)
         times["end"] = start + spec["duration"]
+        for deploy in spec.get("deploys", []):
+            go.set()
+            time.sleep(max(0.0, start + deploy["at"] - time.time()))  # a scheduled moment
+            deploy_settings(deploy["server"])
+            deployed["generation"] += 1
         if mode == "burst":
             first = tradevest_django.get_token()  # the token whose expiry is the start line
             results["first_fingerprint"] = first.fingerprint
@@ -196,6 +206,16 @@ def run_async(spec: dict[str, Any], results: dict[str, Any], record: Any) -> dic
     results["threads_alive"] = 0
     results["max_rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return results
+
+
+def deploy_settings(alias: dict[str, Any]) -> None:
+    """New settings for the ``default`` alias, as a deploy would bring (the in-process token is
+    gone; the cache is not)."""
+    from django.conf import settings
+    from django.core.signals import setting_changed
+
+    settings.TRADEVEST = {"default": alias}
+    setting_changed.send(sender=None, setting="TRADEVEST", value=alias, enter=True)
 
 
 def wait_for_start(spec: dict[str, Any]) -> float:

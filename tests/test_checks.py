@@ -17,7 +17,7 @@ from django.core.management.base import SystemCheckError
 
 from tests.cmd_project import manage
 from tradevest_django import checks as tradevest_checks
-from tradevest_django.checks import CHECK_IDS, check_caches, check_settings
+from tradevest_django.checks import CHECK_IDS, check_caches, check_rotation, check_settings
 from tradevest_django.validation import validate_setting
 
 PACKAGE = Path(tradevest_checks.__file__).resolve().parent
@@ -271,3 +271,18 @@ def test_docs_list_every_check_id() -> None:
     docs = (Path(__file__).resolve().parent.parent / "docs" / "checks.md").read_text()
     listed = set(re.findall(r"`(tradevest_django\.[EW]\d{3})`", docs))
     assert listed == set(CHECK_IDS)
+
+
+def test_fallback_secrets_are_warned_about_until_the_rotation_ends(settings: Any) -> None:
+    settings.TRADEVEST = {
+        "default": {**GOOD, "CLIENT_SECRET_FALLBACKS": ["checks-secret-OLD-9a"]},
+        "reporting": {**GOOD, "CLIENT_SECRET_FALLBACKS": []},
+        "broken": "not a dict",
+    }
+    messages = check_rotation(None)
+    assert ids(messages) == ["tradevest_django.W006"]
+    assert "TRADEVEST['default']" in messages[0].msg
+    assert "CLIENT_SECRET_FALLBACKS" in messages[0].hint
+    assert "checks-secret-OLD-9a" not in messages[0].msg + messages[0].hint
+    settings.TRADEVEST = {"default": GOOD}
+    assert check_rotation(None) == []

@@ -112,6 +112,7 @@ def test_json_has_stable_keys(configured: FakeTradevestServer) -> None:
         "client_id": "comm…11",
         "source": "endpoint",
         "fingerprint": fingerprint(token),
+        "secret": "CLIENT_SECRET",
         "error": None,
         "error_code": None,
         "message": None,
@@ -187,6 +188,7 @@ def test_invalid_client_exits_1_with_the_fix(
         assert "refused the token request" in result["message"]
         assert "TRADEVEST_CLIENT_SECRET" in result["hint"]
         assert result["source"] is result["expires_at"] is result["fingerprint"] is None
+        assert result["secret"] is None
     else:
         assert stdout.rstrip().endswith("FAILED (invalid_client)")
     assert_no_secrets(configured, stdout, stderr)
@@ -334,3 +336,20 @@ def test_as_a_real_manage_py_subprocess(server: FakeTradevestServer, tmp_path: P
         usage.stdout,
         usage.stderr,
     )
+
+
+def test_a_fallback_secret_in_use_is_shown_but_never_the_secret(
+    settings: Any, configured: FakeTradevestServer
+) -> None:
+    settings.TRADEVEST = {
+        "default": configured.settings(
+            CLIENT_SECRET="command-secret-NEXT-Zz8", CLIENT_SECRET_FALLBACKS=[SECRET]
+        )
+    }
+    stdout, _, code = run("--json")
+    assert code == 0 and json.loads(stdout)[0]["secret"] == "CLIENT_SECRET_FALLBACKS[0]"
+    api.reset()
+    stdout, _, code = run()
+    assert code == 0 and "with CLIENT_SECRET_FALLBACKS[0]" in stdout
+    assert "command-secret-NEXT-Zz8" not in stdout
+    assert_no_secrets(configured, stdout)

@@ -34,3 +34,16 @@ def test_prefix_selects_another_alias(monkeypatch: pytest.MonkeyPatch) -> None:
         "CLIENT_ID": "r-id",
         "AUTH_URL": "https://auth.example.com",
     }
+
+
+def test_reads_fallback_secrets_as_a_comma_separated_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRADEVEST_CLIENT_ID", "cid")
+    monkeypatch.setenv("TRADEVEST_CLIENT_SECRET", "env-secret-NEW")
+    monkeypatch.setenv("TRADEVEST_CLIENT_SECRET_FALLBACKS", "env-secret-OLD,env-secret-OLDER")
+    monkeypatch.setenv("TRADEVEST_PRIMARY_SECRET_RETRY", "300")
+    monkeypatch.setenv("TRADEVEST_ENVIRONMENT", "test")
+    options = tradevest_env(environ.Env())
+    assert options["CLIENT_SECRET_FALLBACKS"] == ["env-secret-OLD", "env-secret-OLDER"]
+    config = AliasConfig.from_dict("default", options, check_cache=False)
+    assert config.client_secret_fallbacks == ("env-secret-OLD", "env-secret-OLDER")
+    assert config.primary_secret_retry == 300

@@ -94,3 +94,19 @@ def test_only_a_csrf_protected_post_checks(
     response = client.post("/tradevest/?format=json", {"csrfmiddlewaretoken": token})
     assert response.json()["checked"] is True
     assert tradevest_settings.token_request_count == 1
+
+
+def test_a_fallback_secret_in_use_shows_on_the_page(
+    settings: object, staff_client: Client, tradevest_settings: FakeTradevestServer
+) -> None:
+    settings.TRADEVEST = {  # type: ignore[attr-defined]
+        "default": tradevest_settings.settings(
+            CLIENT_SECRET="views-secret-NEXT-k1", CLIENT_SECRET_FALLBACKS=["test-secret"]
+        )
+    }
+    tradevest_django.get_token()
+    data = staff_client.get("/tradevest/?format=json").json()
+    assert data["aliases"][0]["secret"] == "CLIENT_SECRET_FALLBACKS[0]"
+    html = staff_client.get("/tradevest/").content.decode()
+    assert "with CLIENT_SECRET_FALLBACKS[0]" in html
+    assert "views-secret-NEXT-k1" not in html + str(data)

@@ -42,6 +42,8 @@ CHECK_IDS: dict[str, str] = {
     "atomic and tokens wait for the request's commit.",
     "tradevest_django.W005": "An alias's cache is Redis with several servers: reads go to "
     "replicas, which may lag behind the primary.",
+    "tradevest_django.W006": "An alias has CLIENT_SECRET_FALLBACKS: a secret rotation is under "
+    "way.",
 }
 
 _SHARED = (
@@ -88,6 +90,33 @@ def check_settings(
         checks.Error(problem.msg, hint=problem.hint, obj=SETTING, id=problem.check_id)
         for problem in validate_setting(getattr(settings, SETTING, None))
     ]
+
+
+def check_rotation(
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """Warn while an alias keeps fallback secrets (``W006``): a rotation is not finished."""
+    aliases = getattr(settings, SETTING, None)
+    if not isinstance(aliases, Mapping):
+        return []
+    messages: list[checks.CheckMessage] = []
+    for alias, options in aliases.items():
+        fallbacks = options.get("CLIENT_SECRET_FALLBACKS") if isinstance(options, Mapping) else None
+        if isinstance(fallbacks, list | tuple) and fallbacks:
+            where = f"{SETTING}[{str(alias)!r}]"
+            messages.append(
+                checks.Warning(
+                    f"{where} has {len(fallbacks)} CLIENT_SECRET_FALLBACKS: a secret rotation "
+                    "is under way.",
+                    hint="Once Tradevest accepts CLIENT_SECRET and the status page or "
+                    "`manage.py tradevest_token` shows it serving, remove "
+                    f"{where}['CLIENT_SECRET_FALLBACKS'] (TRADEVEST_CLIENT_SECRET_FALLBACKS); "
+                    "see the rotation runbook in the docs.",
+                    obj=SETTING,
+                    id="tradevest_django.W006",
+                )
+            )
+    return messages
 
 
 def check_caches(

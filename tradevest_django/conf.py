@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -62,9 +62,11 @@ DEFAULTS: dict[str, Any] = {
     "LOCK_TIMEOUT": 12,
     "FAILURE_COOLDOWN": 30,
     "ENCRYPTION_KEYS": None,
+    "CLIENT_SECRET_FALLBACKS": (),
+    "PRIMARY_SECRET_RETRY": 600,
 }
 #: Keys whose values are secrets: never echoed in any message.
-SECRET_KEYS = frozenset({"CLIENT_SECRET", "ENCRYPTION_KEYS"})
+SECRET_KEYS = frozenset({"CLIENT_SECRET", "CLIENT_SECRET_FALLBACKS", "ENCRYPTION_KEYS"})
 REQUIRED = ("CLIENT_ID", "CLIENT_SECRET")
 KNOWN_KEYS = frozenset(REQUIRED) | frozenset(DEFAULTS)
 
@@ -75,7 +77,8 @@ class AliasConfig:
 
     alias: str
     client_id: str
-    client_secret: str = field(repr=False)
+    #: A string, or a callable returning the current secret (see :mod:`tradevest_django.secrets`).
+    client_secret: str | Callable[[], str] = field(repr=False)
     auth_url: str
     api_url: str | None = None
     environment: str | None = None
@@ -93,6 +96,8 @@ class AliasConfig:
     lock_timeout: int = 12
     failure_cooldown: int = 30
     encryption_keys: tuple[str, ...] = field(default=(), repr=False)
+    client_secret_fallbacks: tuple[str | Callable[[], str], ...] = field(default=(), repr=False)
+    primary_secret_retry: int = 600
 
     @property
     def token_url(self) -> str:
@@ -145,6 +150,8 @@ class AliasConfig:
             lock_timeout=values["LOCK_TIMEOUT"],
             failure_cooldown=values["FAILURE_COOLDOWN"],
             encryption_keys=_keys(values["ENCRYPTION_KEYS"]),
+            client_secret_fallbacks=tuple(values["CLIENT_SECRET_FALLBACKS"]),
+            primary_secret_retry=values["PRIMARY_SECRET_RETRY"],
         )
 
 

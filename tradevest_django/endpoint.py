@@ -39,6 +39,7 @@ from .exceptions import (
     TradevestError,
     error_class_for,
 )
+from .secrets import Secret, Secrets
 from .tokens import Token
 
 logger = logging.getLogger(__name__)
@@ -107,8 +108,11 @@ class TokenEndpoint:
     def __repr__(self) -> str:
         return f"<TokenEndpoint alias={self.config.alias!r} url={self.config.token_url!r}>"
 
-    def fetch(self) -> FetchResult:
+    def fetch(self, secret: Secret | None = None) -> FetchResult:
         """Request a new token, retrying transient failures within the configured bounds.
+
+        ``secret`` is the client secret to send (by default ``CLIENT_SECRET``, which must then
+        be a string).
 
         ``TOKEN_DEADLINE`` bounds the whole call: every attempt, every wait between attempts,
         and each answer however slowly the server sends it.
@@ -122,6 +126,8 @@ class TokenEndpoint:
         # the answer's body: error reports (Django's debug page, error trackers) show the local
         # variables of every frame of a traceback.
         config = self.config
+        if secret is None:
+            secret = Secrets(config).read(0)
         started = self._clock()
         deadline = started + config.token_deadline
         attempt = 0
@@ -130,7 +136,7 @@ class TokenEndpoint:
             while True:
                 attempt += 1
                 sent = self._clock()
-                answer = self._exchange(sent, max(deadline - sent, 0.001))
+                answer = self._exchange(secret, sent, max(deadline - sent, 0.001))
                 received = self._clock()
                 if answer.date is not None:
                     skew = clock_skew(answer.date, received, sent=sent)
@@ -175,21 +181,24 @@ class TokenEndpoint:
                 )
                 self._sleep(delay)
 
-    def _exchange(self, sent: float, remaining: float) -> _Answer:
+    def _exchange(self, secret: Secret, sent: float, remaining: float) -> _Answer:
         """One token request and its answer, interpreted; raises nothing for a failed exchange."""
         connect, read = self.config.token_timeout
         try:
-            status, headers, body = self._post((min(connect, remaining), min(read, remaining)))
+            status, headers, body = self._post(
+                secret, (min(connect, remaining), min(read, remaining))
+            )
         except requests.RequestException as err:
             # Only a description: the exception's frames and its request hold the form.
-            return _Answer(failure=describe_cause(err, self.config.client_secret))
+            return _Answer(failure=describe_cause(err, secret.value))
         date = headers.get("Date")
         if status == 429 or status >= 500:
             return _Answer(status, date, headers.get("Retry-After"))
-        return _Answer(status, date, outcome=self._interpret(status, body, issued_at=sent))
+        outcome = self._interpret(status, body, issued_at=sent, secret=secret)
+        return _Answer(status, date, outcome=outcome)
 
     def _post(
-        self, timeout: tuple[float, float]
+        self, secret: Secret, timeout: tuple[float, float]
     ) -> tuple[int, requests.structures.CaseInsensitiveDict[str], bytes | None]:
         """POST the form; the status, headers and body (``None`` when over :data:`MAX_BODY`)."""
         config = self.config
@@ -205,7 +214,7 @@ class TokenEndpoint:
                 session.mount(prefix, self._adapter())
             response = session.post(
                 config.token_url,
-                data=_form(config),  # no local variable of this frame holds the secret
+                data=_form(config, secret),  # no local variable here holds the secret's value
                 headers=headers,
                 timeout=timeout,
                 verify=True,
@@ -223,7 +232,7 @@ class TokenEndpoint:
                 return response.status_code, response.headers, body
 
     def _interpret(
-        self, status: int, body: bytes | None, *, issued_at: float
+        self, status: int, body: bytes | None, *, issued_at: float, secret: Secret
     ) -> Token | TradevestError:
         """The token, or the error to raise, from a final (non-retried) answer.
 
@@ -257,18 +266,18 @@ class TokenEndpoint:
         return cls(
             alias=config.alias,
             error=error[:64],
-            error_description=_clean(description, config.client_secret),
+            error_description=_clean(description, secret.value),
             status_code=status,
             auth_host=config.auth_host,
         )
 
 
-@sensitive_variables("config")
-def _form(config: AliasConfig) -> dict[str, str]:
+@sensitive_variables("form")
+def _form(config: AliasConfig, secret: Secret) -> dict[str, str]:
     form = {
         "grant_type": "client_credentials",
         "client_id": config.client_id,
-        "client_secret": config.client_secret,
+        "client_secret": secret.value,
     }
     if config.scope:
         form["scope"] = config.scope

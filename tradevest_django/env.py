@@ -45,6 +45,8 @@ VARIABLES: dict[str, str] = {
     "LOCK_TIMEOUT": "int",
     "FAILURE_COOLDOWN": "int",
     "ENCRYPTION_KEYS": "list",
+    "CLIENT_SECRET_FALLBACKS": "list",
+    "PRIMARY_SECRET_RETRY": "int",
 }
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "InvalidGrant",
     "InvalidRequest",
     "InvalidScope",
+    "SecretUnavailable",
     "TokenEndpointError",
     "TokenEndpointUnavailable",
     "TradevestConfigurationError",
@@ -223,3 +224,13 @@ class BadTokenResponse(TradevestError):
 
     The message says what was wrong with the answer but never repeats the body.
     """
+
+
+class SecretUnavailable(TradevestError):
+    """A ``CLIENT_SECRET`` (or fallback) given as a callable raised, hung or returned no string.
+
+    The message names the alias and the setting, never the value. Retrying later may help (a
+    secret manager that was briefly unreachable), so ``retryable = True``.
+    """
+
+    retryable = True

@@ -36,11 +36,10 @@ from django.core.cache import BaseCache
 from . import failures, policy, rejections, signals
 from .conf import AliasConfig
 from .endpoint import FetchResult, TokenEndpoint, clock_skew
-from .exceptions import (
-    TradevestError,
-)
+from .exceptions import InvalidClient, TradevestError
 from .policy import Adopt, Fail, NothingYet, Phase, Schedule
 from .rejections import Rejection, Verdict
+from .secrets import Secret, Secrets
 from .shared import SharedState
 from .tokens import Token
 
@@ -84,13 +83,18 @@ class TokenManager:
         self._rng = rng or random.Random()
         self._rng_injected = rng is not None
         self.endpoint = TokenEndpoint(config, clock=self._clock, sleep=self._sleep, rng=self._rng)
-        self.shared = SharedState(config, cache)
+        self._cache = cache
+        self.secrets = Secrets(config)
+        self._shared: dict[str, SharedState] = {}
+        #: The secret whose keys this process reads and writes, and that obtained its token.
+        self._secret: Secret | None = None if self.secrets.rotating else self.secrets.read(0)
         self._state: Schedule | None = None
         self._skew = 0.0
         self._fetch_duration = 0.0
         #: How long a token handed out may take to reach the API (see observe_in_flight).
         self._lead = 0.0
-        self._failure: dict[str, Any] | None = None
+        #: The endpoint's last failure, per secret (fingerprint), for when the cache is down.
+        self._failures: dict[str, dict[str, Any]] = {}
         self._rejection: Rejection | None = None
         self._init_locks()
         #: When this process last obtained a new token, and the last error it met (status page).
@@ -122,6 +126,28 @@ class TokenManager:
 
     def __repr__(self) -> str:
         return f"<TokenManager alias={self.alias!r} auth_host={self.config.auth_host!r}>"
+
+    @property
+    def shared(self) -> SharedState:
+        """The cache side of the secret in use (reading a callable secret the first time)."""
+        secret = self._secret or self.secrets.read(0)
+        return self._shared_for(secret)
+
+    @property
+    def secret_in_use(self) -> str | None:
+        """Which configured secret serves: ``"CLIENT_SECRET"``, ``"CLIENT_SECRET_FALLBACKS[0]"``…
+
+        ``None`` before the first token of a callable secret. Never the secret itself.
+        """
+        return self._secret.setting if self._secret is not None else None
+
+    def _shared_for(self, secret: Secret) -> SharedState:
+        shared = self._shared.get(secret.fingerprint)
+        if shared is None:
+            shared = self._shared[secret.fingerprint] = SharedState(
+                self.config, self._cache, secret
+            )
+        return shared
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -225,6 +251,7 @@ class TokenManager:
             "client_id": config.masked_client_id,
             "cache": config.cache_alias,
             "cache_reachable": not self.shared.outage,
+            "secret": self.secret_in_use,
             "token_cached": token is not None,
             "fingerprint": token.fingerprint if token else None,
             "expires_at": token.expires_at.isoformat(timespec="seconds") if token else None,
@@ -240,7 +267,7 @@ class TokenManager:
         ignored and cleared.
         """
         with self._lock:
-            self._failure = None
+            self._failures.clear()
             token = self._fetch_and_share()
             self.shared.forget_failure()
             return token
@@ -348,10 +375,77 @@ class TokenManager:
             return self._obtain(background=False) or self._fetch_and_share()
 
     def _obtain(self, *, background: bool) -> Token | None:
-        """Adopt a newer shared token, or fetch one under the fleet lock.
+        """Adopt a newer shared token, or fetch one under the fleet lock, secret by secret.
 
-        Returns ``None`` only in the background, when there is nothing to do yet.
+        With one secret, that secret. With fallbacks or a callable: the one the fleet last got
+        a token with first (or ``CLIENT_SECRET``, once per ``PRIMARY_SECRET_RETRY``), then the
+        others in their configured order, each time Tradevest refuses one (``invalid_client``).
+        A callable is read again after a refusal. Returns ``None`` only in the background, when
+        there is nothing to do yet.
         """
+        if not self.secrets.rotating:
+            return self._obtain_with(background=background)
+        order = self._secrets_to_try()
+        refused: InvalidClient | None = None
+        tried: set[str] = set()
+        while order:
+            secret = order.pop(0)
+            if secret.fingerprint in tried:
+                continue
+            tried.add(secret.fingerprint)
+            if refused is not None and not refused.remembered:
+                # A secret was refused just now: Tradevest's set of secrets has changed, so
+                # what the fleet remembers of the others (a refusal before an activation) is
+                # stale. Ask again rather than fail every call until it expires.
+                self._failures.pop(secret.fingerprint, None)
+                self._shared_for(secret).forget_failure()
+            self._use(secret)
+            try:
+                return self._obtain_with(background=background)
+            except InvalidClient as err:
+                refused = err
+                if secret.position == 0:
+                    # Tried just now: the next try of CLIENT_SECRET is PRIMARY_SECRET_RETRY away.
+                    self.shared.claim_primary_retry(self.config.primary_secret_retry)
+                if self.secrets.is_callable(secret.position):
+                    order.insert(0, self.secrets.read(secret.position))  # rotated meanwhile?
+        assert refused is not None  # every secret was tried; the last refusal explains
+        raise refused
+
+    def _secrets_to_try(self) -> list[Secret]:
+        """The candidates in the order to try them (the fleet's working secret first)."""
+        candidates = self.secrets.candidates()
+        primary = candidates[0]
+        working_fingerprint = self._shared_for(primary).working_secret()
+        working = next((s for s in candidates if s.fingerprint == working_fingerprint), primary)
+        rest = [s for s in candidates if s is not working]
+        if working is not primary and self._shared_for(primary).claim_primary_retry(
+            self.config.primary_secret_retry
+        ):
+            return [primary, working, *[s for s in rest if s is not primary]]
+        return [working, *rest]
+
+    def _use(self, secret: Secret) -> None:
+        """Read and write the keys of ``secret`` from now on; say so when that changes."""
+        before = self._secret
+        self._secret = secret
+        if before is None or before.position == secret.position:
+            return
+        if secret.position == 0:
+            logger.info(
+                "Alias %r uses CLIENT_SECRET again (it was using %s).", self.alias, before.setting
+            )
+        else:
+            logger.warning(
+                "Alias %r now uses %s: Tradevest refused %s (invalid_client). Finish the "
+                "rotation: once Tradevest accepts CLIENT_SECRET, drop the fallback.",
+                self.alias,
+                secret.setting,
+                before.setting,
+            )
+
+    def _obtain_with(self, *, background: bool) -> Token | None:
+        """:meth:`_obtain` for the secret in use."""
         current = self._state.token if self._state is not None else None
         step = self._next_step(current)
         if isinstance(step, Adopt):
@@ -410,7 +504,7 @@ class TokenManager:
     def _next_step(self, current: Token | None, *, waiting: bool = False) -> policy.Step:
         return policy.next_step(
             self.shared.snapshot(),
-            self._failure,
+            self._failures.get(self._secret.fingerprint) if self._secret else None,
             current,
             self._now() + self._lead,
             self.config,
@@ -418,8 +512,9 @@ class TokenManager:
         )
 
     def _fetch_and_share(self) -> Token:
+        secret = self._secret or self.secrets.read(0)
         try:
-            result = self.endpoint.fetch()
+            result = self.endpoint.fetch(secret)
         except TradevestError as err:
             self._remember(err)
             self.last_error = err
@@ -440,12 +535,15 @@ class TokenManager:
             self._skew = result.skew
         self._fetch_duration = result.duration
         token = replace(result.token, skew=self._skew)
-        self._failure = None
+        if self._secret is not None:
+            self._failures.pop(self._secret.fingerprint, None)
         self.last_refresh = datetime.now(timezone.utc)
         self._adopt(token)
         self.shared.store_token(
             token, timeout=policy.usable_until(token, self.config) - self._now()
         )
+        if self.secrets.rotating and self._secret is not None:
+            self.shared.remember_working_secret(self._secret.fingerprint)
         self.shared.record_status(
             last_refresh=self.last_refresh.isoformat(timespec="seconds"),
             last_fingerprint=token.fingerprint,
@@ -529,7 +627,8 @@ class TokenManager:
             return
         failure, cooldown = record
         failure["until"] = self._now() + cooldown
-        self._failure = failure
+        if self._secret is not None:
+            self._failures[self._secret.fingerprint] = failure
         self.shared.remember_failure(failure, timeout=cooldown)
 
     # -- time ----------------------------------------------------------------------------------

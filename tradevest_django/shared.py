@@ -16,6 +16,14 @@ test guesses of a weak secret offline against the key. The keys:
 * ``…:rejected``: the last token the API rejected and whether the fleet is cooling down after
   a fresh token was rejected too (:mod:`tradevest_django.rejections`).
 
+Two more keys belong to the client id, whatever the secret (a keyed hash of auth URL, token
+path, client id and scope), for secret rotation (:mod:`tradevest_django.secrets`):
+
+* ``…:secret``: the keyed hash of the secret that last obtained a token, so processes that hold
+  several go straight to the one that works;
+* ``…:primary-retry``: taken with ``add()`` by the one process that may try ``CLIENT_SECRET``
+  again while a fallback serves (one per ``PRIMARY_SECRET_RETRY``).
+
 Every cache call is wrapped (:func:`best_effort`): a cache that raises (Redis down, a bad
 backend) is logged once per outage and treated as empty, so callers fall back to the in-process
 copy and the endpoint.
@@ -35,6 +43,7 @@ from django.core.cache import BaseCache, caches
 from django.utils.crypto import salted_hmac
 
 from .conf import AliasConfig
+from .secrets import Secret, Secrets
 from .tokens import Token
 
 if TYPE_CHECKING:
@@ -50,15 +59,30 @@ STATUS_TIMEOUT = 7 * 24 * 3600
 LOCK_SAFETY = 1.0
 
 
-def cache_key_base(config: AliasConfig) -> str:
-    """The prefix of every key of this credential set: a keyed hash, so no secret in it."""
-    material = "\0".join((config.auth_url, config.token_path, config.client_id, config.scope or ""))
+def cache_key_base(config: AliasConfig, secret: Secret | None = None) -> str:
+    """The prefix of every key of a credential set: a keyed hash, so no secret in it.
+
+    ``secret`` defaults to ``CLIENT_SECRET`` (which must then be a string).
+    """
+    value = (secret or Secrets(config).read(0)).value
     digest = salted_hmac(
         "tradevest_django.shared.cache_key_base",
-        f"{material}\0{config.client_secret}",
+        f"{_identity(config)}\0{value}",
         algorithm="sha256",
     ).hexdigest()[:32]
     return f"tradevest_django:{KEY_VERSION}:{digest}"
+
+
+def client_key_base(config: AliasConfig) -> str:
+    """The prefix of the keys a client id's secrets share (which one works), without a secret."""
+    digest = salted_hmac(
+        "tradevest_django.shared.client_key_base", _identity(config), algorithm="sha256"
+    ).hexdigest()[:32]
+    return f"tradevest_django:{KEY_VERSION}:{digest}"
+
+
+def _identity(config: AliasConfig) -> str:
+    return "\0".join((config.auth_url, config.token_path, config.client_id, config.scope or ""))
 
 
 def whole_seconds(seconds: float) -> int:
@@ -117,11 +141,16 @@ def best_effort(what: str, default: object) -> Callable[[F], F]:
 class SharedState:
     """The cache side of one :class:`~tradevest_django.manager.TokenManager`."""
 
-    def __init__(self, config: AliasConfig, cache: BaseCache | None = None):
+    def __init__(
+        self, config: AliasConfig, cache: BaseCache | None = None, secret: Secret | None = None
+    ):
         self._config = config
         self._cache = cache
-        base = cache_key_base(config)
+        base = cache_key_base(config, secret)
         self._base = base
+        client = client_key_base(config)
+        self.working_secret_key = f"{client}:secret"
+        self.primary_retry_key = f"{client}:primary-retry"
         self.token_key = f"{base}:token"
         self.lock_key = f"{base}:lock"
         self.failure_key = f"{base}:failure"
@@ -192,6 +221,21 @@ class SharedState:
     def record_rejection(self, record: dict[str, Any], timeout: float) -> None:
         self.cache.set(self.rejected_key, record, whole_seconds(timeout))
 
+    @best_effort("read", None)
+    def working_secret(self) -> str | None:
+        """The fingerprint of the secret that last obtained a token for this client id."""
+        value = self.cache.get(self.working_secret_key)
+        return value if isinstance(value, str) else None
+
+    @best_effort("write", None)
+    def remember_working_secret(self, fingerprint: str) -> None:
+        self.cache.set(self.working_secret_key, fingerprint, STATUS_TIMEOUT)
+
+    @best_effort("lock", False)
+    def claim_primary_retry(self, interval: int) -> bool:
+        """Whether this process may try ``CLIENT_SECRET`` again now (one per ``interval``)."""
+        return bool(self.cache.add(self.primary_retry_key, 1, whole_seconds(interval)))
+
     @best_effort("write", None)
     def clear(self) -> None:
         """Delete this credential set's keys (tests; a cache shared by test servers).
@@ -199,7 +243,8 @@ class SharedState:
         Revocation markers are left to expire: they name tokens nobody holds any more.
         """
         keys = [self.token_key, self.lock_key, self.failure_key, self.status_key]
-        self.cache.delete_many([*keys, self.rejected_key])
+        rotation = [self.working_secret_key, self.primary_retry_key]
+        self.cache.delete_many([*keys, self.rejected_key, *rotation])
 
     @best_effort("write", None)
     def record_status(self, **fields: Any) -> None:

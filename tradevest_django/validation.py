@@ -60,6 +60,11 @@ def _is_number(
     return math.isfinite(number) and minimum <= number <= maximum
 
 
+def _is_secret(value: object) -> bool:
+    """A non-empty string, or a callable that returns one when a token is requested."""
+    return callable(value) or (isinstance(value, str) and bool(value.strip()))
+
+
 def _is_timeout(value: object) -> bool:
     if isinstance(value, list | tuple):
         return len(value) == 2 and all(_is_number(v, minimum=0.001, maximum=3600) for v in value)
@@ -107,6 +112,15 @@ _VALUE_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
         lambda v: _is_number(v, maximum=3600, integer=True),
         "whole seconds from 0 to 3600",
     ),
+    "CLIENT_SECRET_FALLBACKS": (
+        lambda v: isinstance(v, list | tuple) and all(_is_secret(s) for s in v),
+        "a list of older (or not yet active) secrets, each a non-empty string or a callable "
+        "returning one",
+    ),
+    "PRIMARY_SECRET_RETRY": (
+        lambda v: _is_number(v, minimum=10, maximum=86400, integer=True),
+        "whole seconds from 10 to 86400",
+    ),
     "ENCRYPTION_KEYS": (
         _are_keys,
         "None or a list of Fernet keys (cryptography.fernet.Fernet.generate_key()); the first "
@@ -145,6 +159,8 @@ def validate_alias(alias: str, options: object, *, check_cache: bool = True) -> 
             )
     for key in REQUIRED:
         value = options.get(key)
+        if key == "CLIENT_SECRET" and callable(value):
+            continue  # called when a token is requested
         if not isinstance(value, str) or not value.strip():
             problems.append(
                 Problem(
@@ -224,8 +240,11 @@ def validate_alias(alias: str, options: object, *, check_cache: bool = True) -> 
 def _shown(key: str, value: object, options: Mapping[str, Any]) -> str:
     """``repr(value)`` for a message, unless it is (or contains) a secret."""
     text = repr(value)[:200]
-    secret = options.get("CLIENT_SECRET")
-    if key in SECRET_KEYS or (isinstance(secret, str) and secret and secret in repr(value)):
+    fallbacks = options.get("CLIENT_SECRET_FALLBACKS")
+    secrets = [options.get("CLIENT_SECRET")]
+    secrets += list(fallbacks) if isinstance(fallbacks, list | tuple) else []
+    pasted = any(isinstance(s, str) and s.strip() and s in repr(value) for s in secrets)
+    if key in SECRET_KEYS or pasted:
         return "(not shown: it is secret)"
     return text
 

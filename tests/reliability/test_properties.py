@@ -276,6 +276,8 @@ VALID: dict[str, st.SearchStrategy[Any]] = {
     "LOCK_TIMEOUT": st.integers(min_value=1, max_value=30),
     "FAILURE_COOLDOWN": st.integers(min_value=0, max_value=60),
     "ENCRYPTION_KEYS": st.none() | st.just([FERNET_KEY]) | st.just([FERNET_KEY.encode()]),
+    "CLIENT_SECRET_FALLBACKS": st.just([]) | st.just([SECRET + "-old"]) | st.just((SECRET,)),
+    "PRIMARY_SECRET_RETRY": st.integers(min_value=10, max_value=86400),
 }
 assert set(VALID) == KNOWN_KEYS
 #: Values just outside the valid ranges, of the right type.

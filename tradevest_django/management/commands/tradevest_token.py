@@ -37,6 +37,7 @@ JSON_KEYS = (
     "expires_at",
     "expires_in",
     "fingerprint",
+    "secret",
     "error",
     "error_code",
     "message",
@@ -52,6 +53,8 @@ class Outcome:
     token: Token | None = None
     requested: bool = False
     error: TradevestError | None = None
+    #: Which configured secret serves (``"CLIENT_SECRET"``, ``"CLIENT_SECRET_FALLBACKS[0]"``).
+    secret: str | None = None
 
     @property
     def hint(self) -> str | None:
@@ -92,6 +95,7 @@ class Outcome:
             "expires_at": _iso(token.expires_at) if token else None,
             "expires_in": max(int(token.seconds_left), 0) if token else None,
             "fingerprint": token.fingerprint if token else None,
+            "secret": self.secret if token else None,
             "error": type(err).__name__ if err else None,
             "error_code": err.error if isinstance(err, TokenEndpointError) else None,
             "message": str(err) if err else None,
@@ -216,12 +220,18 @@ class Command(BaseCommand):
             return "  ".join([*columns, self.style.ERROR(f"FAILED ({reason})")])
         status = "new request" if outcome.requested else "cached"
         expires = token.expires_at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        fallback = (
+            []
+            if outcome.secret in (None, "CLIENT_SECRET")
+            else [self.style.WARNING(f"with {outcome.secret}")]
+        )
         return "  ".join(
             [
                 *columns,
                 self.style.SUCCESS(status.ljust(11)),
                 f"expires {expires} (in {_duration(token.seconds_left)})",
                 f"fingerprint {token.fingerprint}",
+                *fallback,
             ]
         )
 
@@ -230,7 +240,8 @@ def _obtain(manager: TokenManager, *, refresh: bool) -> Outcome:
     """Get (or with ``refresh``, request) the alias's token, noting whether this call fetched it."""
     try:
         if refresh:
-            return Outcome(manager.config, manager.refresh(), requested=True)
+            token = manager.refresh()
+            return Outcome(manager.config, token, requested=True, secret=manager.secret_in_use)
         # In a long-lived process (call_command) the manager may already hold a token it once
         # requested itself; reusing it is not a new request.
         held = manager.peek()
@@ -240,7 +251,7 @@ def _obtain(manager: TokenManager, *, refresh: bool) -> Outcome:
     requested = token.source == "endpoint" and (
         held is None or held.access_token != token.access_token
     )
-    return Outcome(manager.config, token, requested=requested)
+    return Outcome(manager.config, token, requested=requested, secret=manager.secret_in_use)
 
 
 def _where(config: AliasConfig) -> str:
