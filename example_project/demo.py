@@ -2,20 +2,26 @@
 
 Starts a fake Tradevest auth server and API on loopback, then runs what a project does:
 ``manage.py check``, ``manage.py tradevest_token`` (twice, as two processes: the second one
-finds the token in the shared cache), the example view and a Celery task. Needs no internet and
-no Redis; with ``REDIS_URL`` set, the cache is Redis and the task runs on a real Celery worker.
+finds the token in the shared cache), the example view, the async example view under uvicorn
+(another process, which finds the token in the shared cache too) and a Celery task. Needs no
+internet and no Redis; with ``REDIS_URL`` set, the cache is Redis and the task runs on a real
+Celery worker.
 
 ``python demo.py serve`` leaves the example server running on http://127.0.0.1:8000/.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -62,6 +68,59 @@ def environment(server: FakeTradevestServer, cache_dir: str) -> dict[str, str]:
     return env
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def uvicorn(env: dict[str, str]) -> Iterator[str]:
+    """Serve the example project with uvicorn in a subprocess; yield its URL, then stop it.
+
+    Prints what the server logged (warnings and the app's log lines) after it stopped.
+    """
+    port = free_port()
+    # Django speaks no ASGI lifespan; --lifespan off spares the message saying so.
+    command = ["uvicorn", "example_project.asgi:application", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--lifespan", "off", "--log-level", "warning"]
+    say(" ".join(command))
+    with tempfile.TemporaryFile() as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", *command], cwd=HERE, env=env, stdout=log, stderr=log
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                with contextlib.suppress(OSError):
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                if server.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    sys.exit(f"uvicorn did not start:\n{log.read().decode(errors='replace')}")
+                time.sleep(0.05)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.terminate()  # SIGTERM: uvicorn finishes the requests under way, then exits
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(timeout=10)
+        log.seek(0)
+        for line in log.read().decode(errors="replace").strip().splitlines():
+            say(f"  log: {line}")
+
+
+async def call_async_view(url: str, times: int) -> list[int]:
+    """GET the async view ``times`` times at once; return the statuses."""
+    import httpx
+
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        responses = await asyncio.gather(*(client.get("/prices/async/") for _ in range(times)))
+    return [response.status_code for response in responses]
+
+
 def run_demo(server: FakeTradevestServer, env: dict[str, str]) -> None:
     print(f"Fake Tradevest auth server and API listening on {server.url}")
     redis_url = env["CELERY_BROKER_URL"]
@@ -90,7 +149,18 @@ def run_demo(server: FakeTradevestServer, env: dict[str, str]) -> None:
     response = Client().get("/prices/", HTTP_HOST="localhost")
     say(f"HTTP {response.status_code}: {response.json()}")
 
-    print("\n4. a Celery task calling the API through get_session()")
+    print("\n4. the async view /prices/async/ under uvicorn (ASGI), through get_async_client()")
+    import httpx
+
+    with uvicorn(env) as url:
+        response = httpx.get(url + "/prices/async/", timeout=30)
+        say(f"HTTP {response.status_code}: {response.json()}")
+        statuses = asyncio.run(call_async_view(url, 20))
+        answered = ", ".join(f"{n} x HTTP {status}" for status, n in Counter(statuses).items())
+        say(f"20 requests at once: {answered}")
+    say(f"token requests received by the auth server: {server.token_request_count}")
+
+    print("\n5. a Celery task calling the API through get_session()")
     from example_project.tasks import fetch_prices
 
     if redis_url:
@@ -131,6 +201,7 @@ def run_demo(server: FakeTradevestServer, env: dict[str, str]) -> None:
 
 def serve(server: FakeTradevestServer, env: dict[str, str]) -> None:
     print(f"Fake Tradevest on {server.url}; example project on http://127.0.0.1:8000/prices/")
+    print("(and the async view on http://127.0.0.1:8000/prices/async/)")
     print("Press Ctrl-C to stop.")
     manage("migrate", "--run-syncdb", env=env)
     with contextlib.suppress(KeyboardInterrupt):

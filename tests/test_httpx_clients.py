@@ -180,3 +180,36 @@ def test_every_client_reports_how_long_calls_take(server: FakeTradevestServer, k
 
         asyncio.run(call())
     assert 0.2 <= tradevest_django.get_manager()._lead < 5
+
+
+def test_transport_options_reach_the_transport(server: FakeTradevestServer) -> None:
+    server.api_delay = 0.05
+
+    async def calls() -> None:
+        limits = httpx.Limits(max_connections=3)
+        async with get_async_client(limits=limits) as client:
+            await asyncio.gather(*(client.get("/prices") for _ in range(12)))
+
+    asyncio.run(calls())
+    assert server.connections_opened <= 3 + 1  # the pool's three, and the token request's
+    with pytest.raises(ValueError, match="configure a transport"):
+        get_client(transport=httpx.HTTPTransport(), limits=httpx.Limits(max_connections=1))
+
+
+@pytest.mark.parametrize(
+    "timeout", [None, httpx.Timeout(None), httpx.Timeout(5, pool=None), (1, None)]
+)
+def test_an_unbounded_timeout_is_refused(server: FakeTradevestServer, timeout: object) -> None:
+    with pytest.raises(ValueError, match="wait for ever"):
+        get_client(timeout=timeout)
+
+
+def test_the_callers_hooks_are_kept_and_not_changed(server: FakeTradevestServer) -> None:
+    seen: list[str] = []
+    hooks = {"request": [lambda request: seen.append(str(request.url))]}
+    for _ in range(2):
+        with get_client(event_hooks=hooks, requestor_id=PERSON) as client:
+            client.get("/prices")
+    assert len(hooks["request"]) == 1  # not piled up with the client's own
+    assert len(seen) == 2
+    assert [r.headers["Requestor-ID"] for r in server.api_requests] == [PERSON, PERSON]

@@ -16,9 +16,11 @@ which never blocks the event loop.
 
 from __future__ import annotations
 
+import functools
+import ssl
 import time
 import uuid
-from collections.abc import AsyncGenerator, Generator
+from collections.abc import AsyncGenerator, Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,24 +170,69 @@ def _elapsed(response: httpx.Response) -> float:
         return 0.0
 
 
+#: httpx.Client arguments that configure the default transport; they go to ours.
+_TRANSPORT_OPTIONS = ("verify", "cert", "http1", "http2", "limits", "trust_env")
+
+
 def _client_options(
-    alias: str, requestor_id: uuid.UUID | str | None, options: dict[str, Any]
-) -> tuple[TradevestHttpxAuth, dict[str, Any], str | None]:
+    alias: str, requestor_id: uuid.UUID | str | None, options: dict[str, Any], *, is_async: bool
+) -> dict[str, Any]:
+    """The keyword arguments of the httpx client: ours, overridden by the caller's."""
     manager = get_manager(alias)
     config = manager.config
     auth = TradevestHttpxAuth(alias, manager=manager)
-    person = validated_requestor_id(requestor_id)
+    hop = _person_hook(auth, validated_requestor_id(requestor_id))
+    options = dict(options)
+    _refuse_unbounded(options.get("timeout", 0))
     connect, read = config.api_timeout
-    defaults: dict[str, Any] = {
+    client: dict[str, Any] = {
         "auth": auth,
-        "timeout": httpx.Timeout(connect=connect, read=read, write=read, pool=connect),
+        # A request that waits for a pooled connection waits as long as for an answer.
+        "timeout": httpx.Timeout(connect=connect, read=read, write=read, pool=read),
         "headers": {"Accept": "application/json", "User-Agent": _user_agent()},
     }
     if config.api_url:
-        defaults["base_url"] = config.api_url + "/"
-    if options.get("timeout", 0) is None:
-        raise ValueError("timeout=None would let a request wait for ever; pass a number.")
-    return auth, {**defaults, **options}, person
+        client["base_url"] = config.api_url + "/"
+    transport_options = {key: options.pop(key) for key in _TRANSPORT_OPTIONS if key in options}
+    if "transport" not in options:
+        transport_options.setdefault("verify", _ssl_context())
+        transport_cls = httpx.AsyncHTTPTransport if is_async else httpx.HTTPTransport
+        client["transport"] = transport_cls(retries=config.api_retries, **transport_options)
+    elif transport_options:
+        raise ValueError(
+            f"{', '.join(transport_options)} configure a transport: pass them to the transport "
+            "you give, or give no transport."
+        )
+    hooks = {name: list(found) for name, found in options.pop("event_hooks", {}).items()}
+    if is_async:
+
+        async def async_hop(request: httpx.Request) -> None:
+            hop(request)
+
+        hooks["request"] = [async_hop, *hooks.get("request", [])]
+    else:
+        hooks["request"] = [hop, *hooks.get("request", [])]
+    return {**client, **options, "event_hooks": hooks}
+
+
+def _refuse_unbounded(timeout: object) -> None:
+    parts: tuple[object, ...] = (timeout,)
+    if isinstance(timeout, httpx.Timeout):
+        parts = (timeout.connect, timeout.read, timeout.write, timeout.pool)
+    elif isinstance(timeout, tuple):
+        parts = timeout
+    if any(part is None for part in parts):
+        raise ValueError(
+            "A timeout of None would let a request wait for ever: give every part a number "
+            "of seconds (or leave timeout out for API_TIMEOUT)."
+        )
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    # httpx builds one per transport (the CA bundle loaded each time, milliseconds of CPU):
+    # one for every client of the process. An SSLContext is thread-safe and tied to no loop.
+    return httpx.create_ssl_context()
 
 
 def _user_agent() -> str:
@@ -194,13 +241,13 @@ def _user_agent() -> str:
     return f"tradevest-django/{__version__} python-httpx/{httpx.__version__}"
 
 
-def _person_hook(auth: TradevestHttpxAuth, person: str | None) -> Any:
+def _person_hook(auth: TradevestHttpxAuth, person: str | None) -> Callable[[httpx.Request], None]:
     def hop(request: httpx.Request) -> None:
         # Every request and every redirect hop: the person's id goes to the API host only.
         if auth.is_api_url(request.url):
             if person is not None:
                 request.headers.setdefault(REQUESTOR_ID_HEADER, person)
-        elif request.headers.get(REQUESTOR_ID_HEADER) == person:
+        elif person is not None and request.headers.get(REQUESTOR_ID_HEADER) == person:
             del request.headers[REQUESTOR_ID_HEADER]
 
     return hop
@@ -214,19 +261,16 @@ def get_client(
 ) -> httpx.Client:
     """An ``httpx.Client`` for the alias's API: base URL, timeouts, token, ``Requestor-ID``.
 
-    ``httpx_kwargs`` go to ``httpx.Client`` and win over the defaults (``timeout`` may not be
-    ``None``). Connection failures are retried ``API_RETRIES`` times by the transport.
+    ``httpx_kwargs`` go to ``httpx.Client`` and win over the defaults. ``timeout`` may not
+    contain ``None``; ``limits``, ``verify``, ``cert``, ``http1``, ``http2`` and ``trust_env``
+    configure the transport, which retries connection failures ``API_RETRIES`` times (unless
+    you give a ``transport`` of your own). Close the client (``with``) when done.
 
     Raises:
         TradevestConfigurationError: the alias is not configured correctly.
-        ValueError: ``requestor_id`` is not a UUID.
+        ValueError: ``requestor_id`` is not a UUID, or a timeout is ``None``.
     """
-    auth, options, person = _client_options(alias, requestor_id, httpx_kwargs)
-    options.setdefault("transport", httpx.HTTPTransport(retries=auth.manager.config.api_retries))
-    hook = _person_hook(auth, person)
-    hooks = options.setdefault("event_hooks", {})
-    hooks["request"] = [hook, *hooks.get("request", [])]
-    return httpx.Client(**options)
+    return httpx.Client(**_client_options(alias, requestor_id, httpx_kwargs, is_async=False))
 
 
 def get_async_client(
@@ -237,17 +281,7 @@ def get_async_client(
 ) -> httpx.AsyncClient:
     """An ``httpx.AsyncClient`` for the alias's API, like :func:`get_client`.
 
-    Taking a token never blocks the event loop (see :meth:`TokenManager.aget_token`).
+    Taking a token never blocks the event loop (see :meth:`TokenManager.aget_token`). A client
+    belongs to one event loop: make one per loop (per request, or per task), not one per process.
     """
-    auth, options, person = _client_options(alias, requestor_id, httpx_kwargs)
-    options.setdefault(
-        "transport", httpx.AsyncHTTPTransport(retries=auth.manager.config.api_retries)
-    )
-    hop = _person_hook(auth, person)
-
-    async def async_hop(request: httpx.Request) -> None:
-        hop(request)
-
-    hooks = options.setdefault("event_hooks", {})
-    hooks["request"] = [async_hop, *hooks.get("request", [])]
-    return httpx.AsyncClient(**options)
+    return httpx.AsyncClient(**_client_options(alias, requestor_id, httpx_kwargs, is_async=True))

@@ -10,5 +10,6 @@ from . import views
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("prices/", views.prices, name="prices"),
+    path("prices/async/", views.async_prices, name="async-prices"),
     path("tradevest/", include("tradevest_django.urls")),
 ]
