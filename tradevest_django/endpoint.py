@@ -28,6 +28,7 @@ import requests
 from django.views.decorators.debug import sensitive_variables
 from requests.adapters import HTTPAdapter
 
+from . import telemetry
 from ._version import __version__
 from .conf import AliasConfig
 from .deadline import Deadline, DeadlineAdapter
@@ -132,12 +133,16 @@ class TokenEndpoint:
         deadline = started + config.token_deadline
         attempt = 0
         skew: float | None = None
-        with Deadline(config.token_deadline) as watchdog:
+        with (
+            Deadline(config.token_deadline) as watchdog,
+            telemetry.Fetch(config.alias, config.auth_host).span() as report,
+        ):
             while True:
                 attempt += 1
                 sent = self._clock()
                 answer = self._exchange(secret, sent, max(deadline - sent, 0.001))
                 received = self._clock()
+                report.attempt(answer.status, _error_type(answer))
                 if answer.date is not None:
                     skew = clock_skew(answer.date, received, sent=sent)
                 if isinstance(answer.outcome, TradevestError):
@@ -270,6 +275,15 @@ class TokenEndpoint:
             status_code=status,
             auth_host=config.auth_host,
         )
+
+
+def _error_type(answer: _Answer) -> str | None:
+    """``error.type`` of one exchange: ``None`` for a token."""
+    if isinstance(answer.outcome, Token):
+        return None
+    if isinstance(answer.outcome, TradevestError):
+        return telemetry.error_type(answer.outcome)
+    return TokenEndpointUnavailable.__name__  # retried, or the fetch's final outage
 
 
 @sensitive_variables("form")

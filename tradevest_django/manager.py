@@ -33,7 +33,7 @@ from typing import Any
 
 from django.core.cache import BaseCache
 
-from . import failures, policy, rejections, signals
+from . import failures, policy, rejections, signals, telemetry
 from .conf import AliasConfig
 from .endpoint import FetchResult, TokenEndpoint, clock_skew
 from .exceptions import InvalidClient, TradevestError
@@ -101,6 +101,7 @@ class TokenManager:
         self.last_refresh: datetime | None = None
         self.last_error: TradevestError | None = None
         _managers.add(self)
+        telemetry.track(self)
 
     def _init_locks(self) -> None:
         self._lock = threading.Lock()  # single flight for callers that must wait
@@ -221,6 +222,11 @@ class TokenManager:
     def _land(self) -> None:
         with self._flight_lock:
             self._in_flight = None
+
+    def seconds_left(self) -> float | None:
+        """Seconds until the in-process token expires (``None`` without one); no I/O."""
+        state = self._state
+        return state.token.server_expiry - self._now() if state is not None else None
 
     def peek(self) -> Token | None:
         """The token this process would use now, without any I/O (``None`` if it has none)."""
