@@ -56,6 +56,7 @@ def test_sdist_ships_every_tracked_file(dist: dict[str, Path]) -> None:
         "docs/index.md",
         "tests/test_manager.py",
         "tradevest_django/py.typed",
+        "tradevest_django/testing/openapi.json",
     ):
         assert required in names
 
@@ -66,6 +67,7 @@ def test_wheel_carries_package_data_and_no_tests(dist: dict[str, Path]) -> None:
     assert "tradevest_django/py.typed" in names
     assert "tradevest_django/templates/tradevest_django/status.html" in names
     assert "tradevest_django/testing/server.py" in names
+    assert "tradevest_django/testing/openapi.json" in names
     assert not any(name.startswith(("tests/", "example_project/", "bench/")) for name in names)
     metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
     with zipfile.ZipFile(dist["wheel"]) as archive:
@@ -96,5 +98,13 @@ def test_wheel_installs_into_a_clean_venv_and_the_example_passes_check(
         python, "-c", "import tradevest_django; print(tradevest_django.__file__)", cwd=tmp_path
     )
     assert str(venv) in where  # the installed wheel, not the checkout
+    contract = run(
+        python,
+        "-c",
+        "import json; from tradevest_django.testing import openapi_path; "
+        "print(json.loads(openapi_path().read_text())['paths'])",
+        cwd=tmp_path,
+    )
+    assert "/oauth2/token" in contract  # users' suites find the contract in the installed package
     output = run(python, "manage.py", "check", cwd=project, env=env)
     assert "no issues" in output
