@@ -110,7 +110,7 @@ def test_wheel_carries_package_data_and_no_tests(dist: dict[str, Path]) -> None:
     assert "tradevest_django/testing/openapi.json" in names
     assert not any(name.startswith(("tests/", "example_project/", "bench/")) for name in names)
     text = wheel_metadata(dist["wheel"])
-    assert "Requires-Dist: Django>=4.2" in text
+    assert "Requires-Dist: Django>=5.2" in text
     assert "Requires-Dist: requests>=2.31" in text
     assert "Requires-Dist: django-environ" in text
 
