@@ -4,13 +4,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help demo run test lint typecheck test-django42 docs clean
+.PHONY: help demo run test lint typecheck test-oldest test-newest docs clean
 
 help:
 	@echo "make demo          run the example against the embedded fake Tradevest server"
 	@echo "make run           serve the example project on http://127.0.0.1:8000/ (fake Tradevest)"
 	@echo "make test          lint, type-check and run the whole test suite"
-	@echo "make test-django42 run the test suite against Django 4.2 LTS on Python 3.10 (nox)"
+	@echo "make test-oldest   run the test suite on Django 5.2 LTS and Python 3.10 (nox)"
+	@echo "make test-newest   mypy and the test suite on Django 6.1 and Python 3.13 (nox)"
 	@echo "make docs          build the documentation site (warnings are errors)"
 
 $(BIN)/python:
@@ -41,8 +42,12 @@ typecheck: $(VENV)/.installed-test
 test: lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-django42: $(VENV)/.installed-dev
-	$(BIN)/nox --session django42
+# The two ends of the support matrix, each in its own nox virtualenv (see noxfile.py).
+test-oldest: $(VENV)/.installed-dev
+	$(BIN)/nox --session oldest -- $(PYTEST_ARGS)
+
+test-newest: $(VENV)/.installed-dev
+	$(BIN)/nox --session newest -- $(PYTEST_ARGS)
 
 docs: $(VENV)/.installed-dev
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict

@@ -1,4 +1,4 @@
-"""Test helpers: a fake Tradevest auth server and API on loopback.
+"""Test helpers: a fake Tradevest auth server and API on loopback, and Tradevest's contract.
 
 Standard library only (``delete_redis_prefix`` imports ``redis`` when called); importing this
 package reads no Django settings.
@@ -6,6 +6,7 @@ package reads no Django settings.
 
 from __future__ import annotations
 
+from tradevest_django.testing.contract import openapi_path
 from tradevest_django.testing.faults import Fault
 from tradevest_django.testing.records import ApiRequestRecord, Headers, TokenRequestRecord
 from tradevest_django.testing.redis import delete_redis_prefix
@@ -18,4 +19,5 @@ __all__ = [
     "Headers",
     "TokenRequestRecord",
     "delete_redis_prefix",
+    "openapi_path",
 ]
