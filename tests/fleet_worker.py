@@ -185,6 +185,8 @@ def run_async(spec: dict[str, Any], results: dict[str, Any], record: Any) -> dic
             fingerprint = status = None
             try:
                 async with in_flight:
+                    if time.time() >= end:
+                        return  # queued past the end of the run: no call
                     response = await client.get("/prices")
                 status = response.status_code
                 sent = response.request.headers.get("Authorization", "")
