@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tradevest_django.testing import FakeTradevestServer
+from tradevest_django.testing import FakeTradevestServer, Fault
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,6 +71,7 @@ def example_site(tmp_path: Path) -> Iterator[tuple[str, str, FakeTradevestServer
             "TRADEVEST_CLIENT_SECRET": fake.client_secret,
             "TRADEVEST_AUTH_URL": fake.auth_url,
             "TRADEVEST_API_URL": fake.api_url,
+            "TRADEVEST_FAILURE_COOLDOWN": "0",  # a refusal is asked about again at once
             "DATABASE_URL": f"sqlite:///{tmp_path}/site.sqlite3",
             "CACHE_URL": f"filecache://{tmp_path}/cache",
             "DJANGO_SILENCED_SYSTEM_CHECKS": "tradevest_django.W003",
@@ -151,14 +152,24 @@ def test_status_page_shows_aliases_and_checks_on_request(
     assert "default" in row
     assert "brow…nt" in row
     assert fake.token_request_count == 0  # showing the page never fetches
+    long_words = " ".join(["the credentials of this client were refused"] * 8)
+    fake.inject(Fault.error("invalid_client", description=long_words))
     page.get_by_role("button", name="Check now").click()
     page.wait_for_load_state()
-    row = page.locator("tbody tr").first.inner_text()
-    assert "token OK" in row
-    assert fake.token_request_count == 1
+    assert "InvalidClient" in page.locator("tbody tr.alias").first.inner_text()
+    assert long_words[:60] in page.locator("tbody tr.detail").first.inner_text()
+    # the long message wraps in its own row: the columns stay within the 1280 px window
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+    page.get_by_role("button", name="Check now").click()
+    page.wait_for_load_state()
+    row = page.locator("tbody tr.alias").first.inner_text()
+    assert "token OK" in row and "InvalidClient, resolved" in row
+    assert "Resolved by the refresh at" in page.locator("tbody tr.detail").first.inner_text()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+    assert fake.token_request_count == 2
     html = page.content()
     assert fake.client_secret not in html
-    assert fake.issued_tokens[0] not in html
+    assert all(token not in html for token in fake.issued_tokens)
     target = ROOT / ("docs" if os.environ.get("TRADEVEST_UPDATE_SCREENSHOT") else "build")
     target.mkdir(exist_ok=True)
     page.screenshot(path=str(target / "status-page.png"), full_page=True)

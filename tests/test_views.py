@@ -110,3 +110,40 @@ def test_a_fallback_secret_in_use_shows_on_the_page(
     html = staff_client.get("/tradevest/").content.decode()
     assert "with CLIENT_SECRET_FALLBACKS[0]" in html
     assert "views-secret-NEXT-k1" not in html + str(data)
+
+
+def test_a_permission_setting_opens_the_page_to_others(
+    settings: object, client: Client, tradevest_settings: FakeTradevestServer
+) -> None:
+    from django.contrib.auth.models import Permission
+    from django.contrib.contenttypes.models import ContentType
+
+    settings.TRADEVEST_STATUS_PERMISSION = "auth.view_status_page"  # type: ignore[attr-defined]
+    user = User.objects.create_user("monitoring")
+    client.force_login(user)
+    assert client.get("/tradevest/?format=json").status_code == 302  # not staff, no permission
+    kind = ContentType.objects.get_for_model(User)
+    user.user_permissions.add(
+        Permission.objects.create(codename="view_status_page", name="status", content_type=kind)
+    )
+    client.force_login(User.objects.get(pk=user.pk))  # a fresh user: no cached permissions
+    assert client.get("/tradevest/?format=json").status_code == 200
+    staff = User.objects.create_user("staff-without-it", is_staff=True)
+    client.force_login(staff)
+    assert client.get("/tradevest/?format=json").status_code == 302  # the setting replaces staff
+
+
+def test_a_resolved_error_is_shown_as_resolved(
+    staff_client: Client, tradevest_settings: FakeTradevestServer
+) -> None:
+    tradevest_settings.inject(Fault.error("invalid_client", description="x" * 300))
+    staff_client.post("/tradevest/")  # the check fails: a red last error
+    html = staff_client.get("/tradevest/").content.decode()
+    assert '<span class="bad">InvalidClient</span>' in html
+    assert "Resolved by" not in html
+    manager = tradevest_django.get_manager()
+    manager.refresh()  # a later refresh succeeds
+    html = staff_client.get("/tradevest/").content.decode()
+    assert "InvalidClient, resolved" in html and "Resolved by the refresh at" in html
+    assert '<span class="bad">InvalidClient</span>' not in html
+    assert " UTC" in html and " ago" in html and "in 59 min" in html
