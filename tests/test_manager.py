@@ -429,21 +429,24 @@ def test_public_times_are_on_this_hosts_clock(offset: float) -> None:
     assert abs(expires - (time.time() + 300)) < 3
 
 
-def test_slow_calls_make_the_token_expire_that_much_earlier(
+def test_slow_calls_bring_the_refresh_forward_but_never_take_a_token_away(
     server: FakeTradevestServer, clock: FakeClock
 ) -> None:
-    server.token_lifetime = 300  # usable until 285 s (a 5 % margin)
+    server.token_lifetime = 300  # usable until 285 s (a 5 % margin), refresh from 255 s
     manager = make(server, CountingCache(), clock)
     token = manager.get_token()
-    clock.advance(275)
-    assert manager.peek() is token  # 10 s to go
+    clock.advance(200)
     manager.observe_in_flight(20)  # calls now take 20 s from token to answer
-    assert manager.peek() is None  # one sent now would arrive after usable-until
+    assert manager.peek() is token  # still usable: a slow call takes no token away
+    assert manager._refresh_thread is None
     for _ in range(400):
         manager.observe_in_flight(0.01)  # the load is gone: the allowance decays
-    assert manager.peek() is token
+    assert manager._lead < 1
     manager.observe_in_flight(10_000)
     assert manager._lead == 75  # never more than a quarter of the token's life
+    assert manager.get_token() is token  # 200 s + 75 s is past 255 s: refresh ahead now
+    join_refresh(manager)
+    assert server.token_request_count == 2
 
 
 def test_the_allowance_brings_the_refresh_forward(

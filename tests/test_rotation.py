@@ -281,3 +281,38 @@ def test_a_rolling_deploy_across_four_processes_fails_no_call(
     assert sum(r["unauthorized"] for r in results) == 0
     refused = server.token_request_count - len(server.issued_tokens)
     assert refused <= 4, f"{refused} refused token requests for 4 processes"
+
+
+def test_refresh_tries_the_fallbacks_too(server: FakeTradevestServer, clock: FakeClock) -> None:
+    manager = process(
+        server, CountingCache(), clock, CLIENT_SECRET=NEW, CLIENT_SECRET_FALLBACKS=[OLD]
+    )
+    token = manager.refresh()  # the new secret is refused; the old one gets the token
+    assert token.access_token == server.issued_tokens[-1]
+    assert manager.secret_in_use == "CLIENT_SECRET_FALLBACKS[0]"
+    assert secrets_sent(server) == [NEW, OLD]
+
+
+def test_a_fallback_that_cannot_be_read_is_left_out(
+    server: FakeTradevestServer, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    def previous_version() -> str:
+        raise LookupError("no AWSPREVIOUS version")
+
+    manager = process(
+        server,
+        CountingCache(),
+        clock,
+        CLIENT_SECRET=OLD,
+        CLIENT_SECRET_FALLBACKS=[previous_version],
+    )
+    assert manager.get_token()
+    assert secrets_sent(server) == [OLD]
+    assert any("CLIENT_SECRET_FALLBACKS[0]" in r.message for r in caplog.records)
+
+
+def test_a_secret_read_from_a_file_loses_its_newline(
+    server: FakeTradevestServer, clock: FakeClock
+) -> None:
+    process(server, CountingCache(), clock, CLIENT_SECRET=OLD + "\n").get_token()
+    assert secrets_sent(server) == [OLD]

@@ -29,7 +29,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 from django.core.cache import BaseCache
 
@@ -44,6 +44,7 @@ from .shared import SharedState
 from .tokens import Token
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _managers: weakref.WeakSet[TokenManager] = weakref.WeakSet()
 
@@ -183,9 +184,7 @@ class TokenManager:
         state = self._state
         if state is None:
             return None
-        # Judged at the moment the request will reach the API, not at the moment it is built.
-        lead = self._lead
-        now = policy.phase(state, self._monotonic() + lead, self._clock() + self._skew + lead)
+        now = policy.phase(state, self._monotonic(), self._clock() + self._skew, self._lead)
         if now is Phase.FRESH:
             return state.token
         if now is Phase.REFRESH_DUE:
@@ -274,9 +273,12 @@ class TokenManager:
         """
         with self._lock:
             self._failures.clear()
-            token = self._fetch_and_share()
-            self.shared.forget_failure()
-            return token
+            return self._each_secret(self._refresh_with)
+
+    def _refresh_with(self) -> Token:
+        token = self._fetch_and_share()
+        self.shared.forget_failure()
+        return token
 
     def observe_server_date(self, date_header: str | None, round_trip: float = 0.0) -> None:
         """Learn how far this host's clock is off from a Tradevest response's ``Date`` header.
@@ -298,8 +300,8 @@ class TokenManager:
 
         Sessions and clients report every call. Under load (many coroutines or threads
         queueing for connections) that time grows, and a token handed out moments before its
-        end would reach the API expired: the in-process token then counts as expiring that
-        much earlier, and is refreshed that much earlier. The figure follows the slowest recent
+        end would reach the API expired: the in-process token is then refreshed that much
+        earlier, so that the new one is there in time. The figure follows the slowest recent
         calls (it decays by 1 % per faster call) and never exceeds a quarter of the token's life.
         """
         lead = self._lead
@@ -389,8 +391,12 @@ class TokenManager:
         A callable is read again after a refusal. Returns ``None`` only in the background, when
         there is nothing to do yet.
         """
+        return self._each_secret(lambda: self._obtain_with(background=background))
+
+    def _each_secret(self, attempt: Callable[[], T]) -> T:
+        """Run ``attempt`` with the secret in use; after ``invalid_client``, with the next one."""
         if not self.secrets.rotating:
-            return self._obtain_with(background=background)
+            return attempt()
         order = self._secrets_to_try()
         refused: InvalidClient | None = None
         tried: set[str] = set()
@@ -407,7 +413,7 @@ class TokenManager:
                 self._shared_for(secret).forget_failure()
             self._use(secret)
             try:
-                return self._obtain_with(background=background)
+                return attempt()
             except InvalidClient as err:
                 refused = err
                 if secret.position == 0:
@@ -645,8 +651,7 @@ class TokenManager:
 
     def _serves(self, state: Schedule) -> bool:
         """Whether the in-process token may still be handed out (a slow path's second look)."""
-        lead = self._lead
-        now = policy.phase(state, self._monotonic() + lead, self._clock() + self._skew + lead)
+        now = policy.phase(state, self._monotonic(), self._clock() + self._skew)
         return now is not Phase.EXPIRED
 
     def _adopt(self, token: Token, *, replacing: Schedule | None = None) -> Token:

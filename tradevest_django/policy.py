@@ -4,8 +4,8 @@ No I/O here: no clock is read, no cache is asked, nothing sleeps. The drivers
 (:class:`~tradevest_django.manager.TokenManager` for threads and coroutines alike) read the
 clocks and the cache, ask these functions what to do, and do it. Times come in two kinds: the
 *monotonic* clock of this process, and the *wall* clock on Tradevest's reckoning (this host's
-clock plus the learned skew). Both are passed already advanced by the in-flight allowance, the
-time a request takes from taking its token to reaching the API.
+clock plus the learned skew). The in-flight allowance (``lead``) is the time a request takes
+from taking its token to reaching the API: it brings the refresh forward by as much.
 """
 
 from __future__ import annotations
@@ -48,11 +48,16 @@ class Schedule:
     usable_until_wall: float
 
 
-def phase(schedule: Schedule | None, mono: float, wall: float) -> Phase:
-    """The phase of ``schedule`` at ``mono`` (monotonic) and ``wall`` (Tradevest's clock)."""
+def phase(schedule: Schedule | None, mono: float, wall: float, lead: float = 0.0) -> Phase:
+    """The phase of ``schedule`` at ``mono`` (monotonic) and ``wall`` (Tradevest's clock).
+
+    ``lead`` brings the refresh forward, so that the new token is there before requests would
+    carry the old one past its end. It never makes a usable token unusable: a sudden slow call
+    must start a refresh in the background, not make every caller wait for one.
+    """
     if schedule is None:
         return Phase.EXPIRED
-    if mono < schedule.refresh_at and wall < schedule.refresh_at_wall:
+    if mono + lead < schedule.refresh_at and wall + lead < schedule.refresh_at_wall:
         return Phase.FRESH
     if mono < schedule.usable_until and wall < schedule.usable_until_wall:
         return Phase.REFRESH_DUE

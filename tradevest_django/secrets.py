@@ -12,6 +12,7 @@ error reports that show local variables show ``<Secret CLIENT_SECRET>`` instead.
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from django.utils.crypto import salted_hmac
 
 from .conf import AliasConfig
 from .exceptions import SecretUnavailable
+
+logger = logging.getLogger(__name__)
 
 SecretSource = str | Callable[[], str]
 
@@ -69,18 +72,30 @@ class Secrets:
         return len(self._sources) > 1 or callable(self._sources[0])
 
     def candidates(self) -> list[Secret]:
-        """Every configured secret, ``CLIENT_SECRET`` first (callables are called now).
+        """Every configured secret that can be read, ``CLIENT_SECRET`` first.
+
+        Callables are called now. One that fails is left out with a warning, as long as another
+        secret can be read: a secret manager's missing previous version must not stop tokens.
 
         Raises:
-            SecretUnavailable: a callable raised, hung or returned no string.
+            SecretUnavailable: no secret could be read (the first failure).
         """
         seen: set[str] = set()
         found = []
+        failures: list[SecretUnavailable] = []
         for position in range(len(self._sources)):
-            secret = self.read(position)
+            try:
+                secret = self.read(position)
+            except SecretUnavailable as err:
+                failures.append(err)
+                continue
             if secret.fingerprint not in seen:  # the same secret twice is tried once
                 seen.add(secret.fingerprint)
                 found.append(secret)
+        if not found:
+            raise failures[0]
+        for failure in failures:
+            logger.warning("%s Trying the other secrets.", failure)
         return found
 
     def is_callable(self, position: int) -> bool:
@@ -90,6 +105,9 @@ class Secrets:
         """The secret at ``position``, calling it if it is a callable."""
         source = self._sources[position]
         value = source if isinstance(source, str) else self._call(position, source)
+        # A secret read from a file (FileAwareEnv, a mounted secret) often ends in a newline
+        # that is no part of it.
+        value = value.strip("\r\n")
         return Secret(value, position, secret_fingerprint(value))
 
     def values(self) -> Sequence[str]:
