@@ -17,7 +17,13 @@ from django.core.management.base import SystemCheckError
 
 from tests.cmd_project import manage
 from tradevest_django import checks as tradevest_checks
-from tradevest_django.checks import CHECK_IDS, check_caches, check_rotation, check_settings
+from tradevest_django.checks import (
+    CHECK_IDS,
+    check_caches,
+    check_placeholders,
+    check_rotation,
+    check_settings,
+)
 from tradevest_django.validation import validate_setting
 
 PACKAGE = Path(tradevest_checks.__file__).resolve().parent
@@ -286,3 +292,83 @@ def test_fallback_secrets_are_warned_about_until_the_rotation_ends(settings: Any
     assert "checks-secret-OLD-9a" not in messages[0].msg + messages[0].hint
     settings.TRADEVEST = {"default": GOOD}
     assert check_rotation(None) == []
+
+
+PLACEHOLDERS = [
+    "<your client id>",
+    "<your client secret>",
+    "your-client-secret",
+    "YOUR_CLIENT_ID",
+    "YourClientSecret",
+    "changeme",
+    "CHANGE_ME",
+    "Change me later",
+    "xxx",
+    "XXXXXXXX-XXXX-XXXX-XXXX-XXXXXXXXXXXX",
+    "TODO",
+    "TODO: ask ops",
+    "tbd",
+    "...",
+    "***",
+    "None",
+    "null",
+    "${TRADEVEST_CLIENT_SECRET}",
+    "{{ client_secret }}",
+    "client_secret_here",
+    "paste your secret here",
+    " PLACEHOLDER ",
+]
+REAL_LOOKING = [
+    SECRET,
+    "client-1234567",
+    "test-client",
+    "test-secret",
+    "a3f9c2e1-5b7d-4e0a-9c1f-2d3e4f5a6b7c",
+    "Zk3_v9Qx-LmN0pR7sT2uW5yA8bC1dE4f",
+    "yourbank-reporting",
+    "todos-service",
+    "xx",
+]
+
+
+@pytest.mark.parametrize("key", ["CLIENT_ID", "CLIENT_SECRET"])
+@pytest.mark.parametrize("value", PLACEHOLDERS)
+def test_a_placeholder_credential_is_warned_about_without_showing_it(
+    settings: Any, key: str, value: str
+) -> None:
+    settings.TRADEVEST = {"default": GOOD, "reporting": {**GOOD, key: value}}
+    messages = check_placeholders(None)
+    assert ids(messages) == ["tradevest_django.W007"]
+    (message,) = messages
+    assert message.level == checks.WARNING and message.obj == "TRADEVEST"
+    assert message.msg.startswith(f"TRADEVEST['reporting'][{key!r}] looks like a placeholder")
+    assert f"TRADEVEST_{key}" in message.hint
+    assert "python -m tradevest_django.testing" in message.hint
+    assert value.strip() not in message.msg + message.hint
+    assert check_settings(None) == []  # a warning: the setting itself is well-formed
+
+
+@pytest.mark.parametrize("value", REAL_LOOKING)
+def test_real_looking_credentials_pass(settings: Any, value: str) -> None:
+    settings.TRADEVEST = {"default": {**GOOD, "CLIENT_ID": value, "CLIENT_SECRET": value}}
+    assert check_placeholders(None) == []
+
+
+def test_the_placeholder_check_reads_only_strings(settings: Any) -> None:
+    def secret() -> str:
+        raise AssertionError("a system check called the secret")
+
+    settings.TRADEVEST = {
+        "default": {**GOOD, "CLIENT_SECRET": secret},
+        "empty": {**GOOD, "CLIENT_ID": "", "CLIENT_SECRET": None},  # E003's, not W007's
+        "broken": "not a dict",
+    }
+    assert check_placeholders(None) == []
+    settings.TRADEVEST = ["not", "a", "dict"]
+    assert check_placeholders(None) == []
+
+
+def test_the_placeholder_check_runs_with_the_others(settings: Any) -> None:
+    settings.TRADEVEST = {"default": {**GOOD, "CLIENT_SECRET": "<your client secret>"}}
+    settings.CACHES = REDIS
+    assert ids(checks.run_checks(tags=["tradevest"])) == ["tradevest_django.W007"]

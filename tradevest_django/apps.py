@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.apps import AppConfig
 from django.core import checks
 
-from .checks import check_caches, check_rotation, check_settings
+from .checks import check_caches, check_placeholders, check_rotation, check_settings
 
 
 class TradevestConfig(AppConfig):
@@ -16,3 +16,4 @@ class TradevestConfig(AppConfig):
         checks.register(check_settings, "tradevest")
         checks.register(check_caches, "tradevest", checks.Tags.caches)
         checks.register(check_rotation, "tradevest")
+        checks.register(check_placeholders, "tradevest")

@@ -21,7 +21,7 @@ from django.core import checks
 from django.utils.module_loading import import_string
 
 from .conf import DEFAULTS, SETTING
-from .validation import validate_setting
+from .validation import looks_like_placeholder, validate_setting
 
 #: Every check id, with its one-line meaning (documented in docs/checks.md).
 CHECK_IDS: dict[str, str] = {
@@ -44,6 +44,7 @@ CHECK_IDS: dict[str, str] = {
     "replicas, which may lag behind the primary.",
     "tradevest_django.W006": "An alias has CLIENT_SECRET_FALLBACKS: a secret rotation is under "
     "way.",
+    "tradevest_django.W007": "An alias's CLIENT_ID or CLIENT_SECRET still holds a placeholder.",
 }
 
 _SHARED = (
@@ -116,6 +117,39 @@ def check_rotation(
                     id="tradevest_django.W006",
                 )
             )
+    return messages
+
+
+def check_placeholders(
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """Warn about credentials still holding a template's placeholder (``W007``).
+
+    A callable ``CLIENT_SECRET`` is not called: a check reads settings and nothing else.
+    """
+    aliases = getattr(settings, SETTING, None)
+    if not isinstance(aliases, Mapping):
+        return []
+    messages: list[checks.CheckMessage] = []
+    for alias, options in aliases.items():
+        if not isinstance(options, Mapping):
+            continue
+        where = f"{SETTING}[{str(alias)!r}]"
+        for key, what in (("CLIENT_ID", "client id"), ("CLIENT_SECRET", "client secret")):
+            value = options.get(key)
+            # Empty or missing values are E003's; the value itself is never shown.
+            if isinstance(value, str) and value.strip() and looks_like_placeholder(value):
+                messages.append(
+                    checks.Warning(
+                        f"{where}[{key!r}] looks like a placeholder, not a real {what}.",
+                        hint=f"Set it to the {what} from your Tradevest onboarding (e.g. in "
+                        f"the TRADEVEST_{key} environment variable); Tradevest refuses a "
+                        "placeholder. To develop without credentials, run `python -m "
+                        "tradevest_django.testing` and use the settings it prints.",
+                        obj=SETTING,
+                        id="tradevest_django.W007",
+                    )
+                )
     return messages
 
 

@@ -19,6 +19,7 @@ Nothing is read at import time. Parsed aliases are cached and dropped on Django'
 from __future__ import annotations
 
 import ipaddress
+import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -160,6 +161,30 @@ def mask(value: str) -> str:
     if len(value) <= 6:
         return value[:1] + "…"
     return f"{value[:4]}…{value[-2:]}"
+
+
+def mask_location(location: object) -> str:
+    """A cache's ``LOCATION`` for a message, with the passwords in its URLs replaced by ``***``.
+
+    ``redis://:pw@host:6379/0`` becomes ``redis://:***@host:6379/0`` and
+    ``redis://user:pw@host`` becomes ``redis://user:***@host``; so do ``password=`` query
+    parameters. A list, or several URLs separated by ``,`` or ``;``, are masked one by one.
+    """
+    parts = location if isinstance(location, list | tuple) else [location]
+    return ", ".join(
+        "".join(_mask_url(piece) for piece in re.split(r"([,;])", str(part))) for part in parts
+    )
+
+
+def _mask_url(text: str) -> str:
+    scheme, separator, rest = text.partition("://")
+    if separator:
+        # The last "@" ends the credentials, even when an unquoted password holds "/" or "@".
+        userinfo, at, host = rest.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        if at and colon:
+            text = f"{scheme}://{user}:***@{host}"
+    return re.sub(r"(?i)([?&][^=&#]*(?:pass|secret|token)[^=&#]*=)[^&#]*", r"\1***", text)
 
 
 def is_loopback(host: str | None) -> bool:

@@ -36,13 +36,14 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
+from django.conf import settings
 from django.core.cache import BaseCache, caches
 from django.utils.crypto import salted_hmac
 
-from .conf import AliasConfig
+from .conf import AliasConfig, mask_location
 from .secrets import Secret, Secrets
 from .tokens import Token
 
@@ -296,13 +297,30 @@ class SharedState:
             return
         self.outage = True
         logger.warning(
-            "Cache %r is unavailable (%s on %s); alias %r keeps working from its in-process "
-            "token and the token endpoint until the cache is back.",
+            "Cache %r (%s) is unavailable (%s on %s); alias %r keeps working from its "
+            "in-process token and the token endpoint until the cache is back.",
             self._config.cache_alias,
+            self._describe_cache(),
             type(err).__name__,
             what,
             self._config.alias,
         )
+
+    def _describe_cache(self) -> str:
+        """The backend's class name and where it is, e.g. ``RedisCache at redis://:***@host``."""
+        if self._cache is not None:  # given directly: CACHES does not describe it
+            return f"{type(self._cache).__name__}, given directly"
+        caches_setting = getattr(settings, "CACHES", None)
+        entry = (
+            caches_setting.get(self._config.cache_alias)
+            if isinstance(caches_setting, Mapping)
+            else None
+        )
+        if not isinstance(entry, Mapping):
+            return "not in CACHES"
+        backend = str(entry.get("BACKEND", "no BACKEND")).rpartition(".")[2]
+        location = entry.get("LOCATION")
+        return f"{backend} at {mask_location(location)}" if location else backend
 
     def _came_back(self) -> None:
         self.outage = False

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -129,6 +130,54 @@ _VALUE_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
 }
 
 
+#: Options whose value is a number (or a pair of numbers).
+_NUMBER_KEYS = frozenset(
+    {
+        "TOKEN_TIMEOUT",
+        "API_TIMEOUT",
+        "TOKEN_RETRIES",
+        "API_RETRIES",
+        "TOKEN_DEADLINE",
+        "EXPIRY_MARGIN",
+        "REFRESH_WINDOW",
+        "REFRESH_WINDOW_MAX",
+        "LOCK_TIMEOUT",
+        "FAILURE_COOLDOWN",
+        "PRIMARY_SECRET_RETRY",
+    }
+)
+
+
+def _is_quoted_number(value: object) -> bool:
+    """A number written as a string (``"5"``), or a pair holding one (``("3.05", "10")``)."""
+    items = list(value) if isinstance(value, list | tuple) else [value]
+    if not any(isinstance(item, str) for item in items):
+        return False
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, str | int | float):
+            return False
+        try:
+            float(item)
+        except ValueError:
+            return False
+    return True
+
+
+def _closest_environment(value: object) -> str | None:
+    """What a wrong ``ENVIRONMENT`` most likely meant: ``"prod"`` -> ``"production"``."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip().lower()
+    if text in ENVIRONMENTS:  # another case or surrounding spaces: "Test", "production "
+        return text
+    # An abbreviation, as in the hosts' names (platform-prod): a prefix of exactly one name.
+    prefixed = [name for name in ENVIRONMENTS if name.startswith(text)]
+    if len(text) >= 3 and len(prefixed) == 1:
+        return prefixed[0]
+    close = difflib.get_close_matches(text, ENVIRONMENTS, n=1)
+    return close[0] if close else None
+
+
 def validate_alias(alias: str, options: object, *, check_cache: bool = True) -> list[Problem]:
     """Return every problem of one alias's options (empty when it is usable)."""
     where = f"{SETTING}[{alias!r}]"
@@ -173,6 +222,7 @@ def validate_alias(alias: str, options: object, *, check_cache: bool = True) -> 
             )
     env = options.get("ENVIRONMENT")
     if env is not None and not (isinstance(env, str) and env in ENVIRONMENTS):
+        meant = _closest_environment(env)
         problems.append(
             Problem(
                 "tradevest_django.E004",
@@ -180,7 +230,9 @@ def validate_alias(alias: str, options: object, *, check_cache: bool = True) -> 
                 "ENVIRONMENT",
                 f"{where}['ENVIRONMENT'] is {_shown('ENVIRONMENT', env, options)}, which is not "
                 "a Tradevest environment.",
-                "Use one of 'test', 'pretest' or 'production'.",
+                (f"Did you mean {meant!r}? " if meant else "")
+                + "Use one of 'test', 'pretest' or 'production' (e.g. in the "
+                "TRADEVEST_ENVIRONMENT environment variable).",
             )
         )
     if env is None and not options.get("AUTH_URL"):
@@ -211,16 +263,16 @@ def validate_alias(alias: str, options: object, *, check_cache: bool = True) -> 
         ]
     for key, (is_valid, expected) in _VALUE_RULES.items():
         if key in options and not is_valid(options[key]):
-            shown = _shown(key, options[key], options)
-            problems.append(
-                Problem(
-                    "tradevest_django.E008",
-                    alias,
-                    key,
-                    f"{where}[{key!r}] has an invalid value {shown}.",
-                    f"Use {expected}; or leave it out for the default ({DEFAULTS[key]!r}).",
+            msg = f"{where}[{key!r}] has an invalid value {_shown(key, options[key], options)}"
+            hint = f"Use {expected}; or leave it out for the default ({DEFAULTS[key]!r})."
+            if key in _NUMBER_KEYS and _is_quoted_number(options[key]):
+                msg += ": expected a number, not a string"
+                hint = (
+                    f"Use {expected}, without quotes. Environment variables are strings: convert "
+                    "them with int() or float(), or build the alias with tradevest_env(env), "
+                    f"which does. Or leave it out for the default ({DEFAULTS[key]!r})."
                 )
-            )
+            problems.append(Problem("tradevest_django.E008", alias, key, f"{msg}.", hint))
     cache = options.get("CACHE", DEFAULTS["CACHE"])
     if check_cache and isinstance(cache, str) and cache not in getattr(settings, "CACHES", {}):
         problems.append(
@@ -296,6 +348,51 @@ def _cryptography_missing() -> bool:
     from .crypto import cryptography_missing
 
     return cryptography_missing()
+
+
+#: Words that stand for a credential in templates and examples (compared without case,
+#: spaces, dashes or underscores): "CHANGE_ME", "your-client-id", "None" from a .env file.
+_PLACEHOLDER_WORDS = frozenset(
+    {
+        "changeme",
+        "changeit",
+        "changethis",
+        "replaceme",
+        "placeholder",
+        "example",
+        "todo",
+        "tbd",
+        "fixme",
+        "none",
+        "null",
+        "undefined",
+        "secret",
+        "password",
+        "clientid",
+        "clientsecret",
+    }
+)
+_PLACEHOLDER_PATTERNS = (
+    re.compile(r"<[^<>]*>"),  # <your client id>
+    re.compile(r"\$\{[^{}]*\}|\{\{[^{}]*\}\}"),  # ${TRADEVEST_CLIENT_ID}, {{ client_id }}
+    re.compile(r"(your|todo|tbd|fixme|change[ _-]?me)([\W_].*)?", re.IGNORECASE),  # your-id
+    re.compile(r".*[ _-]here", re.IGNORECASE),  # client_secret_here, paste it here
+)
+
+
+def looks_like_placeholder(value: str) -> bool:
+    """Whether a credential is still a template's placeholder (``"<your client id>"``).
+
+    Precise rather than thorough: real ids and secrets are long random strings, which none of
+    these shapes matches.
+    """
+    text = value.strip()
+    bare = re.sub(r"[\W_]", "", text).lower()  # "CHANGE_ME" -> "changeme", "***" -> ""
+    if not bare or bare in _PLACEHOLDER_WORDS:
+        return True
+    if re.fullmatch(r"x{3,}|your(client)?(id|secret)", bare):  # XXXX-XXXX, YourClientId
+        return True
+    return any(pattern.fullmatch(text) for pattern in _PLACEHOLDER_PATTERNS)
 
 
 def validate_setting(value: object) -> list[Problem]:

@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, parse_qs, urlsplit
 
+from tradevest_django.testing import access_log
 from tradevest_django.testing.records import ApiRequestRecord, Headers, TokenRequestRecord
 
 if TYPE_CHECKING:
@@ -186,13 +187,17 @@ class _Handler(BaseHTTPRequestHandler):
                 self.command, url.query, self.headers.get("Content-Type"), form
             )
             answer = (status, json.dumps(payload).encode())
+            # Logged before the answer leaves, so a client that has it finds the line there.
+            fake._log(lambda: access_log.token_line(record, status, payload, fake.clients))
             if fault is None:
                 self._send(*answer, headers=[*_NO_STORE, *headers])
             else:
                 self._trickle(fault.interval, *answer, headers=[*_NO_STORE, *headers])
         elif fault.kind == "respond":
+            fake._log(lambda: access_log.fault_line(record, fault.kind, fault.status_code))
             self._send(fault.status_code, fault.content, fault.content_type, fault.headers)
         elif fault.kind == "reset":
+            fake._log(lambda: access_log.fault_line(record, fault.kind))
             self.send_response(200)
             self.send_header("Content-Type", _JSON)
             self.send_header("Content-Length", "4096")
@@ -203,6 +208,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.close()
             self.close_connection = True
         else:  # a hang: the pause above was the silence
+            fake._log(lambda: access_log.fault_line(record, fault.kind))
             self.close_connection = True
 
     def _api(self, url: SplitResult, body: bytes) -> None:
@@ -211,8 +217,9 @@ class _Handler(BaseHTTPRequestHandler):
         token = _bearer_token(self.headers.get("Authorization"))
         owner = fake._token_owner(token)
         request_id = str(uuid.uuid4())
-        if url.path == "/redirect":
-            target = parse_qs(url.query).get("to", [""])[0]
+        query = parse_qs(url.query)
+        if url.path == "/redirect" and not (owner is None and "authenticated" in query):
+            target = query.get("to", [""])[0]
             status = 302 if target else 400
             payload: dict[str, object] = {"location": target}
             headers.append(("Location", target))
@@ -241,15 +248,15 @@ class _Handler(BaseHTTPRequestHandler):
                 "requestor_id": self.headers.get("Requestor-ID"),
                 "client_id": owner,
             }
-        fake._record_api_request(
-            ApiRequestRecord(
-                self.command, url.path, url.query, Headers(self.headers.items()), body, status,
-                token, fake._now(),
-            )
+        record = ApiRequestRecord(
+            self.command, url.path, url.query, Headers(self.headers.items()), body, status,
+            token, fake._now(),
         )  # fmt: skip
+        fake._record_api_request(record)
         if fake._pause(fake.api_delay):
             self.close_connection = True
         else:
+            fake._log(lambda: access_log.api_line(record, owner))
             self._send(status, json.dumps(payload).encode(), headers=headers)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import secrets
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +25,8 @@ class FakeTradevestServer:
 
     The token endpoint (``token_path``) follows the published contract strictly; every other
     path is the protected API, which wants ``Authorization: Bearer <token>``. Special API paths:
-    ``/redirect?to=<url>`` answers 302 without checking the token and ``/status/<code>`` answers
+    ``/redirect?to=<url>`` answers 302 without checking the token (with ``&authenticated=1``,
+    only to a valid token, 401 otherwise) and ``/status/<code>`` answers
     that status (``?retry_after=N`` adds a ``Retry-After``). Everything the server sees is
     recorded for assertions.
 
@@ -37,6 +39,10 @@ class FakeTradevestServer:
     afterwards. ``clock`` is the server's idea of now (token expiry, record
     times, the Date header); by default ``time.time()``, looked up at each call so freezegun moves
     it.
+
+    ``access_log``, when set to a callable such as ``logging.getLogger(...).info``, receives one
+    line per answered request: method, path, status and what decided it, with tokens as
+    fingerprints and no secret (``python -m tradevest_django.testing`` prints them).
 
     Use it as a context manager, or call ``start()`` and ``stop()``.
     """
@@ -68,6 +74,7 @@ class FakeTradevestServer:
         self.invalid_client_status = invalid_client_status
         self.token_delay = 0.0
         self.api_delay = 0.0
+        self.access_log: Callable[[str], object] | None = None
         self._clock = clock
         self._lock = threading.Condition()
         self._stopping = threading.Event()
@@ -248,6 +255,11 @@ class FakeTradevestServer:
             self._lock.notify_all()
             return self._faults.popleft() if self._faults else None
 
+    def _log(self, line: Callable[[], str]) -> None:
+        """Pass the line to ``access_log``; built only when someone reads it."""
+        if self.access_log is not None:
+            self.access_log(line())
+
     def _record_api_request(self, record: ApiRequestRecord) -> None:
         with self._lock:
             self._api_requests.append(record)
@@ -296,3 +308,9 @@ class FakeTradevestServer:
         if "scope" in form:
             payload["scope"] = form["scope"][0]
         return 200, payload, []
+
+
+if __name__ == "__main__":  # python -m tradevest_django.testing.server: the same as the package
+    from tradevest_django.testing.__main__ import main
+
+    sys.exit(main())
