@@ -26,10 +26,15 @@ $(VENV)/.installed-dev: $(VENV)/.installed-test
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
-demo: $(VENV)/.installed-test
+# The demo needs the example project's dependencies only, not the test toolchain.
+$(VENV)/.installed-demo: $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[demo]'
+	@touch $@
+
+demo: $(VENV)/.installed-demo
 	$(BIN)/python example_project/demo.py $(ARGS)
 
-run: $(VENV)/.installed-test
+run: $(VENV)/.installed-demo
 	$(BIN)/python example_project/demo.py serve
 
 lint: $(VENV)/.installed-test
@@ -59,8 +64,8 @@ clean:
 # this venv only: they are never dependencies of the package.
 .PHONY: bench bench-smoke
 
-$(VENV)/.installed-bench: $(VENV)/.installed-test
-	$(BIN)/python -m pip install --quiet authlib requests-oauthlib requests-auth
+$(VENV)/.installed-bench: $(VENV)/.installed-test Makefile
+	$(BIN)/python -m pip install --quiet authlib requests-oauthlib requests-auth httpx-auth
 	@touch $@
 
 bench: $(VENV)/.installed-bench

@@ -65,6 +65,30 @@ class Target:
         return self.api_url + API_PATH
 
 
+def configure_django(target: Target) -> None:
+    """Settings for tradevest-django in a worker: the fake server's alias, a Redis cache."""
+    import django
+    from django.conf import settings
+
+    settings.configure(
+        SECRET_KEY="bench-only-not-secret",  # the same in every process: they share keys
+        CACHES={
+            "default": {
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "LOCATION": target.redis_url,
+                "KEY_PREFIX": target.key_prefix,  # one per run: runs never share a token
+            }
+        },
+        TRADEVEST={"default": target.tradevest},
+        INSTALLED_APPS=["tradevest_django"],
+        USE_TZ=True,
+    )
+    django.setup()
+    # Django's RedisCache imports redis-py on first use: import it now, so that start-up
+    # cost stays before the start line, as it does for the other clients.
+    import redis  # noqa: F401
+
+
 class Client:
     """The interface of an adapter; subclasses override ``load``, ``start`` and ``caller``."""
 
@@ -108,27 +132,7 @@ class TradevestDjango(Client):
     name = "tradevest-django"
 
     def load(self) -> None:
-        import django
-        from django.conf import settings
-
-        settings.configure(
-            SECRET_KEY="bench-only-not-secret",  # the same in every process: they share keys
-            CACHES={
-                "default": {
-                    "BACKEND": "django.core.cache.backends.redis.RedisCache",
-                    "LOCATION": self.target.redis_url,
-                    "KEY_PREFIX": self.target.key_prefix,  # one per run: runs never share a token
-                }
-            },
-            TRADEVEST={"default": self.target.tradevest},
-            INSTALLED_APPS=["tradevest_django"],
-            USE_TZ=True,
-        )
-        django.setup()
-        # Django's RedisCache imports redis-py on first use: import it now, so that start-up
-        # cost stays before the start line, as it does for the other clients.
-        import redis  # noqa: F401
-
+        configure_django(self.target)
         from tradevest_django import get_manager, get_session
 
         self._get_session = get_session

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from bench.results import LoopLag
 from tradevest_django.testing import FakeTradevestServer
 
 
@@ -43,21 +44,44 @@ def run(
     _diagnostics(results, start_at)
 
 
+def loop_lag(lag: LoopLag, *, start_at: float) -> None:
+    """The event loop's lag: during token requests, otherwise, and the worst ticks."""
+
+    def ms(value: float | None) -> str:
+        return "—" if value is None else f"{value:.1f} ms"
+
+    log(
+        f"    event-loop lag: p99 {ms(lag.p99_refresh_ms)} over {lag.ticks_refresh} ticks during "
+        f"token requests, p99 {ms(lag.p99_other_ms)} over the other "
+        f"{lag.ticks - lag.ticks_refresh}; worst "
+        + ", ".join(f"{lag_ms:.1f} ms at {at - start_at:+.2f} s" for at, lag_ms in lag.worst)
+    )
+
+
 def _diagnostics(results: list[dict[str, Any]], start_at: float) -> None:
     """Each token a process fetched (when, in which thread, how long), and its warnings."""
     events = sorted(
-        (event["at"] - start_at, index, event["thread"], event.get("seconds", 0.0), event["event"])
+        (
+            event["at"] - start_at,
+            index,
+            event["thread"],
+            event.get("seconds", 0.0),
+            event["event"],
+            event.get("lead") or 0.0,
+        )
         for index, r in enumerate(results)
         for event in r["diagnostics"].get("events", [])
     )
     shown = [e for e in events if e[4] in ("fetch", "lock taken")]
     if shown:
         log(
-            "    fetches and fleet-lock acquisitions (s after start, process, thread): "
+            "    fetches and fleet-lock acquisitions (s after start, process, thread; the "
+            "in-flight allowance when it moved the refresh): "
             + ", ".join(
                 f"{at:+.2f} p{index} {thread} {event}"
                 + (f" {seconds * 1000:.0f} ms" if event == "fetch" else "")
-                for at, index, thread, seconds, event in shown[:40]
+                + (f" (lead {lead * 1000:.0f} ms)" if event == "fetch" and lead else "")
+                for at, index, thread, seconds, event, lead in shown[:40]
             )
         )
     invalidations = [e[0] for e in events if e[4] == "invalidate"]

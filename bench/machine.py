@@ -21,6 +21,8 @@ VERSIONED = (
     "requests-oauthlib",
     "oauthlib",
     "requests-auth",
+    "httpx",
+    "httpx-auth",
 )
 
 
@@ -72,6 +74,12 @@ def header(
         f"- Boundary: one thread, {params.boundary_seconds:g} s, "
         f"L={params.boundary_lifetime} s, token endpoint answers after "
         f"{params.boundary_token_delay * 1000:.0f} ms; slow = over {params.slow_ms:g} ms",
+        f"- Async fleet: P={params.processes} processes x one event loop x "
+        f"C={params.coroutines} coroutines, at most N={params.connections} calls in flight "
+        f"per process (the pool's size), D={params.duration:g} s, L={params.lifetime} s",
+        "- Async overhead: the overhead scenario's rounds and calls, one coroutine",
+        f"- Async boundary: {params.boundary_coroutines} coroutines on one loop and a ticker "
+        f"every {params.tick_ms:g} ms, the boundary scenario's duration, lifetime and delay",
     ]
     return "\n".join(lines)
 

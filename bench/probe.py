@@ -36,7 +36,9 @@ class TradevestProbe:
         self.events.append({"at": time.time(), "event": name, "thread": _thread_kind(), **extra})
 
     def _on_obtained(self, duration: float, **kwargs: Any) -> None:
-        self._event("fetch", seconds=duration)
+        # The in-flight allowance the manager applies (private, read for the diagnosis only):
+        # it moves the refresh earlier when calls take long to reach the API.
+        self._event("fetch", seconds=duration, lead=getattr(self.manager, "_lead", None))
 
     def _on_invalidated(self, **kwargs: Any) -> None:
         self._event("invalidate")
@@ -46,7 +48,7 @@ class TradevestProbe:
         shared = self.manager.shared
         acquire = shared.acquire_lock
 
-        def watched(ttl: int) -> str | None:
+        def watched(ttl: int) -> Any:  # whatever the library's lock handle is (None: busy)
             owner = acquire(ttl)
             self._event("lock taken" if owner else "lock busy")
             return owner
@@ -72,6 +74,21 @@ class TradevestProbe:
         self.manager.get_token = timed  # type: ignore[method-assign]
         return waits
 
+    def time_async_token_waits(self) -> list[int]:
+        """:meth:`time_token_waits` for ``aget_token()``: how long each coroutine waited for it."""
+        original = self.manager.aget_token
+        waits: list[int] = []
+
+        async def timed() -> Token:
+            began = time.perf_counter_ns()
+            try:
+                return await original()
+            finally:
+                waits.append(time.perf_counter_ns() - began)
+
+        self.manager.aget_token = timed  # type: ignore[method-assign]
+        return waits
+
     def report(self) -> dict[str, Any]:
         # The skew is a private attribute, read for the diagnosis only: it moves every expiry
         # decision of the process (a Date header read late by a starved process skews it).
@@ -92,4 +109,7 @@ class _CountingHandler(logging.Handler):
 
 def _thread_kind() -> str:
     name = threading.current_thread().name
-    return "background" if name.startswith("tradevest-refresh") else "caller"
+    if name.startswith("tradevest-refresh"):
+        return "background"
+    # The thread aget_token() runs a token request in, for the coroutines waiting on it.
+    return "flight" if name.startswith("tradevest-token") else "caller"

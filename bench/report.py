@@ -31,25 +31,31 @@ def _row(cells: Sequence[object]) -> str:
     return "| " + " | ".join(str(cell) for cell in cells) + " |"
 
 
-def _table(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = [_row(columns), _row(["---"] * len(columns))]
     lines.extend(_row(row) for row in rows)
     return "\n".join(lines)
 
 
-def _met(ok: bool) -> str:
+def met_cell(ok: bool) -> str:
     return "yes" if ok else "**NO**"
 
 
-def _errors(errors: dict[str, int]) -> str:
+def errors_cell(errors: dict[str, int]) -> str:
     return ", ".join(f"{name} x{count}" for name, count in sorted(errors.items())) or "0"
 
 
-def _fleet_ok(result: LoopResult) -> bool:
+def fleet_ok(result: LoopResult) -> bool:
     return result.ratio <= MAX_TOKEN_RATIO and result.unauthorized == 0
 
 
-def fleet_table(results: Sequence[LoopResult], checks: list[Check]) -> str:
+def fleet_table(
+    results: Sequence[LoopResult],
+    checks: list[Check],
+    *,
+    title: str = "Fleet",
+    scenario: str = "fleet",
+) -> str:
     target = f"<= {MAX_TOKEN_RATIO} x ideal, 0 x 401"
     rows = []
     for r in results:
@@ -57,9 +63,9 @@ def fleet_table(results: Sequence[LoopResult], checks: list[Check]) -> str:
         if ours:
             checks.append(
                 Check(
-                    f"fleet (P={r.processes})",
+                    f"{scenario} (P={r.processes})",
                     target,
-                    _fleet_ok(r),
+                    fleet_ok(r),
                     f"{r.token_requests} token requests = {r.ratio:.2f} x ideal {r.ideal}, "
                     f"{r.unauthorized} x 401",
                 )
@@ -75,9 +81,10 @@ def fleet_table(results: Sequence[LoopResult], checks: list[Check]) -> str:
                 r.server_401,
                 r.no_token,
                 r.ok,
-                _errors(r.errors),
+                f"{r.max_ms:.0f}",
+                errors_cell(r.errors),
                 target if ours else "—",
-                _met(_fleet_ok(r)) if ours else "—",
+                met_cell(fleet_ok(r)) if ours else "—",
             ]
         )
     columns = [
@@ -90,11 +97,12 @@ def fleet_table(results: Sequence[LoopResult], checks: list[Check]) -> str:
         "401s sent by server",
         "sent without token",
         "successful calls",
+        "max latency ms",
         "errors",
         "target",
         "met?",
     ]
-    return "### Fleet\n\n" + _table(columns, rows)
+    return f"### {title}\n\n" + markdown_table(columns, rows)
 
 
 def scale_table(results: Sequence[LoopResult], checks: list[Check]) -> str:
@@ -105,7 +113,7 @@ def scale_table(results: Sequence[LoopResult], checks: list[Check]) -> str:
             Check(
                 f"scale (P={r.processes})",
                 target,
-                _fleet_ok(r),
+                fleet_ok(r),
                 f"{r.token_requests} token requests = {r.ratio:.2f} x ideal {r.ideal}, "
                 f"{r.unauthorized} x 401",
             )
@@ -121,9 +129,9 @@ def scale_table(results: Sequence[LoopResult], checks: list[Check]) -> str:
                 r.unauthorized,
                 r.server_401,
                 r.ok,
-                _errors(r.errors),
+                errors_cell(r.errors),
                 target,
-                _met(_fleet_ok(r)),
+                met_cell(fleet_ok(r)),
             ]
         )
     columns = [
@@ -140,7 +148,7 @@ def scale_table(results: Sequence[LoopResult], checks: list[Check]) -> str:
         "target",
         "met?",
     ]
-    return f"### Scale (fleet sweep, {OURS})\n\n" + _table(columns, rows)
+    return f"### Scale (fleet sweep, {OURS})\n\n" + markdown_table(columns, rows)
 
 
 def overhead_table(results: Sequence[OverheadResult], checks: list[Check]) -> str:
@@ -185,7 +193,7 @@ def overhead_table(results: Sequence[OverheadResult], checks: list[Check]) -> st
                 r.not_ok,
                 max(r.round_connections, default=0),
                 target if ours else "—",
-                _met(ok) if ours and baseline is not None else "—",
+                met_cell(ok) if ours and baseline is not None else "—",
             ]
         )
     columns = [
@@ -201,7 +209,7 @@ def overhead_table(results: Sequence[OverheadResult], checks: list[Check]) -> st
         "target",
         "met?",
     ]
-    return "### Overhead (one thread, per-call latency)\n\n" + _table(columns, rows)
+    return "### Overhead (one thread, per-call latency)\n\n" + markdown_table(columns, rows)
 
 
 def boundary_table(results: Sequence[LoopResult], params: Params, checks: list[Check]) -> str:
@@ -233,9 +241,9 @@ def boundary_table(results: Sequence[LoopResult], params: Params, checks: list[C
                 r.slow_in_token_request,
                 "—" if r.token_wait_max_ms is None else f"{r.token_wait_max_ms:.1f}",
                 r.unauthorized,
-                _errors(r.errors),
+                errors_cell(r.errors),
                 target if ours else "—",
-                _met(r.slow == 0) if ours else "—",
+                met_cell(r.slow == 0) if ours else "—",
             ]
         )
     columns = [
@@ -253,7 +261,8 @@ def boundary_table(results: Sequence[LoopResult], params: Params, checks: list[C
         "target",
         "met?",
     ]
-    return "### Boundary (token expiry under a slow token endpoint)\n\n" + _table(columns, rows)
+    title = "### Boundary (token expiry under a slow token endpoint)"
+    return f"{title}\n\n" + markdown_table(columns, rows)
 
 
 def summary(checks: Sequence[Check]) -> str:

@@ -1,8 +1,9 @@
 """Benchmark tradevest-django against general OAuth2 clients, side by side, on loopback.
 
-    python bench/run.py                 # the full run (3 to 4 minutes on 2 cores)
+    python bench/run.py                 # the full run (5 to 6 minutes on 2 cores)
     python bench/run.py --smoke         # tiny parameters, to check that the benchmark works
     python bench/run.py --scenario fleet --processes 4 --output /tmp/bench.md
+    python bench/run.py --scenario async-fleet --coroutines 20 --connections 2
 
 Prints one Markdown table per scenario to stdout (progress goes to stderr). A missed target of
 tradevest-django is reported, not an error: the exit status is non-zero only when something
@@ -28,10 +29,25 @@ if __package__ in (None, ""):
 
 import redis
 
-from bench import explain, machine, report, results, scenarios
+from bench import async_report, async_scenarios, explain, machine, report, results, scenarios
+from bench.async_clients import ASYNC_CLIENTS, ASYNC_TOKEN_CLIENTS
 from bench.clients import CLIENTS, TOKEN_CLIENTS
 
-SCENARIOS = ("fleet", "scale", "overhead", "boundary")
+SCENARIOS = (
+    "fleet",
+    "scale",
+    "overhead",
+    "boundary",
+    "async-fleet",
+    "async-overhead",
+    "async-boundary",
+)
+#: Every client name, thread and async (one name per project: tradevest-django, authlib and
+#: the baseline have both kinds).
+ALL_CLIENTS = tuple(dict.fromkeys([*CLIENTS, *ASYNC_CLIENTS]))
+#: The async overhead compares get_async_client() with the bare httpx client only (the thread
+#: overhead scenario has the peers); it keeps the full run within about six minutes.
+ASYNC_OVERHEAD_CLIENTS = ("tradevest-django", "baseline")
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 #: Tiny parameters for CI: proves every code path runs, measures nothing.
 SMOKE: dict[str, Any] = {
@@ -44,6 +60,9 @@ SMOKE: dict[str, Any] = {
     "overhead_warmup": 20,
     "rounds": 1,
     "boundary_seconds": 2.0,
+    "coroutines": 4,
+    "connections": 2,
+    "boundary_coroutines": 2,
 }
 #: Import names of the clients' libraries (the peers are bench-only dependencies).
 MODULES = {
@@ -51,6 +70,7 @@ MODULES = {
     "authlib": "authlib",
     "requests-oauthlib": "requests_oauthlib",
     "requests-auth": "requests_auth",
+    "httpx-auth": "httpx_auth",
     "baseline": "requests",
 }
 
@@ -68,6 +88,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="threads per process T (default 8)")
     parser.add_argument("--duration", type=float, help="fleet seconds D (default 8)")
     parser.add_argument("--lifetime", type=int, help="fleet token lifetime L, seconds (default 2)")
+    parser.add_argument("--coroutines", type=int, help="async fleet coroutines per process C (50)")
+    parser.add_argument(
+        "--connections", type=int, help="async fleet pool size = calls in flight N (default 4)"
+    )
     parser.add_argument("--rounds", type=int, help="overhead rounds (default 6)")
     parser.add_argument("--calls", type=int, help="overhead calls per round (default 3000)")
     parser.add_argument(
@@ -75,7 +99,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--clients",
-        help=f"comma-separated subset of: {', '.join(CLIENTS)} (default: all)",
+        help=f"comma-separated subset of: {', '.join(ALL_CLIENTS)} (default: all)",
     )
     parser.add_argument(
         "--redis-url",
@@ -95,6 +119,8 @@ def build_params(args: argparse.Namespace) -> results.Params:
         "threads": args.threads,
         "duration": args.duration,
         "lifetime": args.lifetime,
+        "coroutines": args.coroutines,
+        "connections": args.connections,
         "rounds": args.rounds,
         "overhead_calls": args.calls,
     }
@@ -103,13 +129,14 @@ def build_params(args: argparse.Namespace) -> results.Params:
     return dataclasses.replace(params, **{k: v for k, v in given.items() if v is not None})
 
 
-def check_environment(redis_url: str, clients: list[str]) -> str:
+def check_environment(redis_url: str, modules: dict[str, str]) -> str:
     """Fail early and clearly: Redis reachable, every client's library installed."""
-    missing = [c for c in clients if importlib.util.find_spec(MODULES[c]) is None]
+    missing = [name for name, module in modules.items() if importlib.util.find_spec(module) is None]
     if missing:
         sys.exit(
             f"Not installed: {', '.join(missing)}. Run `make bench` (it installs the peers into "
-            "the bench environment) or pip install authlib requests-oauthlib requests-auth."
+            "the bench environment) or pip install authlib requests-oauthlib requests-auth "
+            "httpx httpx-auth."
         )
     connection = redis.Redis.from_url(redis_url, socket_connect_timeout=3)
     try:
@@ -127,11 +154,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     params = build_params(args)
     chosen = args.scenario or list(SCENARIOS)
-    clients = args.clients.split(",") if args.clients else list(CLIENTS)
-    unknown = [c for c in clients if c not in CLIENTS]
+    clients = args.clients.split(",") if args.clients else list(ALL_CLIENTS)
+    unknown = [c for c in clients if c not in ALL_CLIENTS]
     if unknown:
-        sys.exit(f"Unknown client(s): {', '.join(unknown)}. Choose from {', '.join(CLIENTS)}.")
-    redis_version = check_environment(params.redis_url, clients)
+        sys.exit(f"Unknown client(s): {', '.join(unknown)}. Choose from {', '.join(ALL_CLIENTS)}.")
+    modules = {c: MODULES[c] for c in clients}
+    if any(name.startswith("async-") for name in chosen):
+        modules["httpx"] = "httpx"  # tradevest-django[httpx] and the async baseline
+    redis_version = check_environment(params.redis_url, modules)
     command = shlex.join(["python", *(argv if argv is not None else sys.argv)])
     load_at_start = os.getloadavg()
     began = time.monotonic()
@@ -151,6 +181,18 @@ def main(argv: list[str] | None = None) -> int:
     if "boundary" in chosen:
         boundary_results = scenarios.boundary(params, token_clients)
         sections.append(report.boundary_table(boundary_results, params, checks))
+    async_token_clients = [c for c in ASYNC_TOKEN_CLIENTS if c in clients]
+    if "async-fleet" in chosen:
+        async_fleet = async_scenarios.async_fleet(params, async_token_clients)
+        sections.append(async_report.async_fleet_table(async_fleet, checks))
+    if "async-overhead" in chosen:
+        async_overhead = async_scenarios.async_overhead(
+            params, [c for c in ASYNC_OVERHEAD_CLIENTS if c in clients]
+        )
+        sections.append(async_report.async_overhead_table(async_overhead, checks))
+    if "async-boundary" in chosen:
+        async_boundary = async_scenarios.async_boundary(params, async_token_clients)
+        sections.append(async_report.async_boundary_table(async_boundary, params, checks))
 
     elapsed = time.monotonic() - began
     head = machine.header(

@@ -1,4 +1,7 @@
-"""The four scenarios: fleet, scale (a fleet sweep), overhead and boundary."""
+"""The thread scenarios: fleet, scale (a fleet sweep), overhead and boundary.
+
+Their async counterparts (``bench/async_scenarios.py``) reuse :func:`run_loop` and :func:`overhead`.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from collections.abc import Sequence
 
 from bench import explain
 from bench.explain import log
-from bench.results import LoopResult, OverheadResult, Params
+from bench.results import LoopLag, LoopResult, OverheadResult, Params
 from bench.runner import run_workers
 from bench.server import fake_server, target
 from tradevest_django.testing import delete_redis_prefix
@@ -26,8 +29,15 @@ def run_loop(
     token_delay: float = 0.0,
     warmup: int = 0,
     measure_token_waits: bool = False,
+    connections: int | None = None,
+    tick: float = 0.0,
 ) -> LoopResult:
-    """``processes`` x ``threads`` callers of one client, ``duration`` seconds, one start line."""
+    """``processes`` x ``threads`` callers of one client, ``duration`` seconds, one start line.
+
+    With ``connections``, each process is one event loop of ``threads`` coroutines making at
+    most ``connections`` calls at once (``bench/async_worker.py``); ``tick`` adds its loop-lag
+    ticker.
+    """
     key_prefix = f"tvbench-{uuid.uuid4().hex[:12]}"
     began = time.monotonic()
     with fake_server(lifetime, token_delay=token_delay) as (server, redact):
@@ -40,6 +50,8 @@ def run_loop(
             "slow_ms": params.slow_ms,
             "measure_token_waits": measure_token_waits,
         }
+        if connections is not None:
+            job.update(mode="async", connections=connections, tick=tick)
         results = run_workers([job] * processes, run_seconds=duration, redact=redact)
         # The issue's ideal counts D seconds: token requests are counted in the run's window.
         # Warm-up fetches come before it; after it, only calls that were still in flight when
@@ -63,6 +75,7 @@ def run_loop(
         for name, count in r["errors"].items():
             errors[name] = errors.get(name, 0) + count
     waits = [r["token_wait_max_ns"] for r in results if "token_wait_max_ns" in r]
+    ticks = [(at, lag) for r in results for at, lag in r.get("ticks", [])]
     result = LoopResult(
         client=client,
         processes=processes,
@@ -92,10 +105,15 @@ def run_loop(
             )
         ),
         token_wait_max_ms=max(waits) / 1e6 if waits else None,
+        connections=connections,
+        loop_lag=LoopLag.from_ticks(ticks, token_windows, tick) if tick else None,
     )
     explain.run(results, token_windows, rejected, start_at=start_at, end=end)
+    if result.loop_lag is not None:
+        explain.loop_lag(result.loop_lag, start_at=start_at)
+    callers = "T" if connections is None else "C"
     log(
-        f"  {client} P={processes} T={threads}: {result.token_requests} token requests, "
+        f"  {client} P={processes} {callers}={threads}: {result.token_requests} token requests, "
         f"{result.ok} ok calls, {result.unauthorized} x 401, max {result.max_ms:.0f} ms "
         f"({time.monotonic() - began:.1f} s)"
     )
@@ -171,13 +189,17 @@ def boundary(params: Params, clients: Sequence[str]) -> list[LoopResult]:
     ]
 
 
-def overhead(params: Params, clients: Sequence[str]) -> list[OverheadResult]:
+def overhead(
+    params: Params, clients: Sequence[str], *, asynchronous: bool = False
+) -> list[OverheadResult]:
     """Rounds of one fresh process per client, the order reversed every other round.
 
     Alternating the order makes slow drift of a shared machine hit every client alike; the
-    token lives an hour, so no call meets a refresh.
+    token lives an hour, so no call meets a refresh. ``asynchronous``: one coroutine on an
+    event loop, through the async clients.
     """
-    log(f"overhead: {params.rounds} round(s) x {params.overhead_calls} calls")
+    name = "async overhead" if asynchronous else "overhead"
+    log(f"{name}: {params.rounds} round(s) x {params.overhead_calls} calls")
     results = {client: OverheadResult(client) for client in clients}
     for round_no in range(params.rounds):
         order = list(clients) if round_no % 2 == 0 else list(reversed(clients))
@@ -191,6 +213,8 @@ def overhead(params: Params, clients: Sequence[str]) -> list[OverheadResult]:
                     "calls": params.overhead_calls,
                     "warmup": params.overhead_warmup,
                 }
+                if asynchronous:
+                    job.update(mode="async", connections=1)
                 (result,) = run_workers([job], run_seconds=60.0, redact=redact)
                 connections = server.connections_opened
             delete_redis_prefix(params.redis_url, key_prefix)
@@ -201,6 +225,10 @@ def overhead(params: Params, clients: Sequence[str]) -> list[OverheadResult]:
             into.samples_ns.extend(samples)
             into.not_ok += result["calls"] - result["ok"]
             into.round_connections.append(connections)
-        medians = ", ".join(f"{c} {results[c].round_medians_ns[-1] / 1e3:.0f} us" for c in clients)
+        medians = ", ".join(
+            f"{c} {results[c].round_medians_ns[-1] / 1e3:.0f} us "
+            f"({results[c].round_cpu_ns[-1] / 1e3:.0f} us CPU)"
+            for c in clients
+        )
         log(f"  round {round_no + 1}: {medians}")
     return [results[client] for client in clients]

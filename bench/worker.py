@@ -12,12 +12,15 @@ Run as ``python -m bench.worker`` by ``bench/runner.py``. The protocol on stdin/
 
 Job keys: ``client``, ``target`` (see :class:`bench.clients.Target`), ``threads``, ``duration``
 (seconds, loop mode) or ``calls`` (count, timed mode: one thread, every latency returned),
-``warmup`` (calls per thread before the start line) and ``slow_ms``.
+``warmup`` (calls per thread before the start line) and ``slow_ms``. A job whose ``mode`` is
+``async`` runs one event loop of coroutines instead of threads (``bench/async_worker.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import gc
 import json
 import math
 import sys
@@ -48,21 +51,25 @@ class ThreadStats:
         began_wall = time.time()
         began = time.perf_counter_ns()
         try:
-            status = caller()
+            outcome: int | Exception = caller()
         except Exception as err:
-            # A caller that raised saw no answer: counted by type, never with its message.
-            self.errors[type(err).__name__] += 1
+            outcome = err
+        self.record(outcome, began_wall, time.perf_counter_ns() - began)
+        if isinstance(outcome, Exception):
             time.sleep(0.001)  # a persistent error must not turn into a busy loop
-            return
-        finally:
-            elapsed = time.perf_counter_ns() - began
-            self.latencies_ns.append(elapsed)
-            self.calls += 1
-            if elapsed > self.slow_ns and len(self.slow_calls) < 1000:
-                self.slow_calls.append((began_wall, elapsed / 1e9))
-        if 200 <= status < 300:
+
+    def record(self, outcome: int | Exception, began_wall: float, elapsed: int) -> None:
+        """Count one call: the status its caller saw, or the exception it raised."""
+        self.latencies_ns.append(elapsed)
+        self.calls += 1
+        if elapsed > self.slow_ns and len(self.slow_calls) < 1000:
+            self.slow_calls.append((began_wall, elapsed / 1e9))
+        if isinstance(outcome, Exception):
+            # A caller that raised saw no answer: counted by type, never with its message.
+            self.errors[type(outcome).__name__] += 1
+        elif 200 <= outcome < 300:
             self.ok += 1
-        elif status == 401:
+        elif outcome == 401:
             self.unauthorized += 1
         else:
             self.other_status += 1
@@ -114,6 +121,9 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         for caller in callers:
             for _ in range(warmup):
                 scratch.call(caller)
+    # Start-up garbage (imports, Django's set-up) is collected now: its first full collection,
+    # 50 to 70 ms in a Django process, would otherwise fall at a random moment of the run.
+    gc.collect()
     print("ready", flush=True)
     start_at = float(sys.stdin.readline())
     time.sleep(max(0.0, start_at - time.time()))  # the shared start line of all processes
@@ -166,7 +176,13 @@ TIMEOUT_GRACE = 35.0
 
 def main() -> None:
     job = json.loads(sys.stdin.readline())
-    print(json.dumps(run(job)), flush=True)
+    if job.get("mode") == "async":
+        from bench import async_worker
+
+        result = asyncio.run(async_worker.run(job))
+    else:
+        result = run(job)
+    print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":
