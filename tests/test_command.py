@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import io
 import json
+import socket
+import uuid
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings as django_settings
 from django.core.cache import caches
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -17,11 +21,13 @@ from tests.cmd_project import manage
 from tests.helpers import ServerFactory
 from tradevest_django import api
 from tradevest_django.management.commands.tradevest_token import JSON_KEYS, Command
-from tradevest_django.testing import FakeTradevestServer, Fault
+from tradevest_django.testing import FakeTradevestServer, Fault, delete_redis_prefix
 from tradevest_django.tokens import fingerprint
 
 SECRET = "command-secret-Pq93"
 WRONG_SECRET = "wrong-secret-Lk27"
+#: In the dead Redis's LOCATION: it must never be shown.
+REDIS_PASSWORD = "redis-password-Hx41"
 CLIENT_ID = "command-client-4711"
 
 
@@ -113,6 +119,7 @@ def test_json_has_stable_keys(configured: FakeTradevestServer) -> None:
         "source": "endpoint",
         "fingerprint": fingerprint(token),
         "secret": "CLIENT_SECRET",
+        "cache": {"alias": "default", "backend": "LocMemCache", "shared": False, "reachable": True},
         "error": None,
         "error_code": None,
         "message": None,
@@ -143,18 +150,29 @@ def test_print_token_prints_the_token_and_nothing_else(
 
 
 @pytest.mark.parametrize(
-    ("args", "options", "fragment"),
+    ("args", "fragment"),
     [
-        (["--print-token", "--alias", "default", "--alias", "other"], {}, "exactly one alias"),
-        (["--print-token"], {"json": True}, "cannot be combined"),
+        (["--print-token", "--alias", "default", "--alias", "other"], "exactly one alias"),
+        (["--print-token", "--strict"], "cannot be combined with --json or --strict"),
     ],
 )
 def test_print_token_usage_errors(
-    configured: FakeTradevestServer, args: list[str], options: dict[str, Any], fragment: str
+    configured: FakeTradevestServer, args: list[str], fragment: str
 ) -> None:
-    stdout, stderr, code = run(*args, **options)
+    stdout, stderr, code = run(*args)
     assert (stdout, code) == ("", 2)
     assert fragment in stderr
+    assert configured.token_request_count == 0
+
+
+def test_print_token_with_json_answers_in_json(configured: FakeTradevestServer) -> None:
+    stdout, stderr, code = run("--print-token", "--json")
+    assert code == 2 and "cannot be combined with --json or --strict" in stderr
+    [result] = json.loads(stdout)
+    assert tuple(result) == JSON_KEYS
+    assert (result["ok"], result["alias"], result["error"]) == (False, None, "CommandError")
+    assert result["message"] == "--print-token cannot be combined with --json or --strict."
+    assert "--help" in result["hint"]
     assert configured.token_request_count == 0
 
 
@@ -190,7 +208,7 @@ def test_invalid_client_exits_1_with_the_fix(
         assert result["source"] is result["expires_at"] is result["fingerprint"] is None
         assert result["secret"] is None
     else:
-        assert stdout.rstrip().endswith("FAILED (invalid_client)")
+        assert "FAILED (invalid_client)  NOT shared: local-memory cache" in stdout
     assert_no_secrets(configured, stdout, stderr)
 
 
@@ -290,6 +308,22 @@ def test_configuration_errors_exit_2(
     stdout, stderr, code = run(*args)
     assert (stdout, code) == ("", 2)
     assert fragment in stderr
+    # With --json, the same error is JSON on stdout, so that a monitor's parser never breaks.
+    stdout, stderr, code = run(*args, "--json")
+    assert code == 2 and fragment in stderr
+    [result] = json.loads(stdout)
+    assert tuple(result) == JSON_KEYS
+    assert result["ok"] is False and result["error"] == "TradevestConfigurationError"
+    assert fragment in result["message"]
+    assert result["hint"] == (
+        "Run `python manage.py check` to see every problem of the TRADEVEST setting."
+    )
+    # The alias at fault; none when the whole setting is missing or empty.
+    if tradevest == "unknown alias":
+        assert result["alias"] == "nope"
+    else:
+        assert result["alias"] == ("default" if tradevest else None)
+    assert result["cache"] is result["source"] is result["fingerprint"] is None
     assert configured.token_request_count == 0
 
 
@@ -297,7 +331,17 @@ def test_help_documents_the_modes_and_exit_codes() -> None:
     parser = Command().create_parser("manage.py", "tradevest_token")
     text = " ".join(parser.format_help().split())
     assert "SENSITIVE" in text and "JSON array" in text and "Exit status: 0" in text
-    assert "1 when any alias failed" in text and "2 for a usage or configuration error" in text
+    assert "1 when any alias failed, or with --strict" in text
+    assert "2 for a usage or configuration error" in text
+    for case in (
+        "an unknown alias",
+        "an invalid TRADEVEST setting",
+        "--print-token with several aliases",
+        "--print-token with --json",
+        "--print-token with --strict",
+    ):
+        assert case in text
+    assert "With --json, each of these errors is JSON on stdout too." in text
 
 
 def test_as_a_real_manage_py_subprocess(server: FakeTradevestServer, tmp_path: Path) -> None:
@@ -319,7 +363,8 @@ def test_as_a_real_manage_py_subprocess(server: FakeTradevestServer, tmp_path: P
     assert server.token_request_count == 1
 
     failed = manage("tradevest_token", "--refresh", env={**env, "TRADEVEST_CLIENT_SECRET": "x"})
-    assert (failed.returncode, failed.stdout.split()[-1]) == (1, "(invalid_client)")
+    assert failed.returncode == 1
+    assert "FAILED (invalid_client)  shared via 'default' (FileBasedCache)" in failed.stdout
     assert "TRADEVEST_CLIENT_SECRET" in failed.stderr
     assert "CommandError: 1 of 1 alias(es) got no token: default." in failed.stderr
     usage = manage("tradevest_token", "--alias", "nope", env=env)
@@ -353,3 +398,200 @@ def test_a_fallback_secret_in_use_is_shown_but_never_the_secret(
     assert code == 0 and "with CLIENT_SECRET_FALLBACKS[0]" in stdout
     assert "command-secret-NEXT-Zz8" not in stdout
     assert_no_secrets(configured, stdout)
+
+
+# -- the deploy check: how each alias's token is shared (--strict) ------------------------------
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (it was free a moment ago)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def dead_redis_location() -> str:
+    return f"redis://:{REDIS_PASSWORD}@127.0.0.1:{closed_port()}/0"
+
+
+REDIS = "django.core.cache.backends.redis.RedisCache"
+
+#: Cache kind -> (text of the line, JSON "cache" object without the alias).
+SHARING = {
+    "local-memory": (
+        "NOT shared: local-memory cache",
+        {"backend": "LocMemCache", "shared": False, "reachable": True},
+    ),
+    "dummy": (
+        "NOT shared: dummy cache",
+        {"backend": "DummyCache", "shared": False, "reachable": True},
+    ),
+    "dead redis": (
+        "cache unreachable: RedisCache at redis://:***@127.0.0.1:{port}/0 (ConnectionError)",
+        {"backend": "RedisCache", "shared": True, "reachable": False},
+    ),
+    "live redis": (
+        "shared via 'default' (RedisCache)",
+        {"backend": "RedisCache", "shared": True, "reachable": True},
+    ),
+}
+
+
+@pytest.fixture(params=list(SHARING))
+def cache_kind(
+    request: pytest.FixtureRequest, settings: Any, configured: FakeTradevestServer
+) -> Iterator[str]:
+    """The ``default`` cache of each kind, behind the configured fake server."""
+    kind: str = request.param
+    if kind == "dummy":
+        settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}}
+    elif kind == "dead redis":
+        settings.CACHES = {"default": {"BACKEND": REDIS, "LOCATION": dead_redis_location()}}
+    elif kind == "live redis":
+        live = request.getfixturevalue("redis_caches")["default"]  # under CI=true: fails
+        yield kind
+        delete_redis_prefix(str(live["LOCATION"]), str(live["KEY_PREFIX"]))
+        return
+    yield kind
+
+
+def expected_sharing(kind: str) -> tuple[str, dict[str, object]]:
+    text, cache = SHARING[kind]
+    if kind == "dead redis":
+        location = str(django_settings.CACHES["default"]["LOCATION"])
+        text = text.format(port=location.rsplit(":", 1)[1].split("/")[0])
+    return text, {"alias": "default", **cache}
+
+
+def test_each_alias_says_how_its_token_is_shared(
+    cache_kind: str, configured: FakeTradevestServer
+) -> None:
+    text, cache = expected_sharing(cache_kind)
+    stdout, stderr, code = run()
+    # Without --strict, a cache that shares nothing is reported, not failed: the token works.
+    assert (code, stderr) == (0, "")
+    [line] = stdout.splitlines()
+    assert line.endswith(f"fingerprint {fingerprint(configured.issued_tokens[0])}  {text}")
+    stdout, stderr, code = run("--json")
+    assert (code, stderr) == (0, "")
+    [result] = json.loads(stdout)
+    assert tuple(result) == JSON_KEYS
+    assert result["ok"] is True and result["cache"] == cache
+    assert REDIS_PASSWORD not in stdout
+    assert_no_secrets(configured, stdout, stderr)
+
+
+def test_strict_fails_unless_the_token_is_shared(
+    cache_kind: str, configured: FakeTradevestServer
+) -> None:
+    text, cache = expected_sharing(cache_kind)
+    outputs = []
+    for args in ([], ["--json"]):
+        stdout, stderr, code = run("--strict", *args)
+        outputs += [stdout, stderr]
+        if cache_kind == "live redis":
+            assert (code, stderr) == (0, "")
+            continue
+        assert code == 1
+        diagnostic, summary = stderr.splitlines()
+        assert diagnostic.startswith(f"default: {text}. Every process requests its own token")
+        fix = (
+            "Check that this machine can reach CACHES['default']['LOCATION']"
+            if cache_kind == "dead redis"
+            else "Point TRADEVEST['default']['CACHE'] at a cache that all processes share"
+        )
+        assert fix in diagnostic
+        assert summary == (
+            f"CommandError: 1 of 1 alias(es) do not share their token: default ({text})."
+        )
+        if args:  # the JSON is complete all the same
+            [result] = json.loads(stdout)
+            assert result["ok"] is True and result["cache"] == cache
+        else:
+            assert stdout.rstrip().endswith(text)
+    assert not any(REDIS_PASSWORD in output for output in outputs)
+    assert configured.token_request_count == 1  # the second run used the token it held
+    assert_no_secrets(configured, *outputs)
+
+
+def test_strict_reports_a_failed_token_and_an_unshared_cache_together(
+    configured: FakeTradevestServer,
+) -> None:
+    configured.inject(Fault.error("invalid_client", status=401))
+    stdout, stderr, code = run("--strict")
+    assert code == 1
+    failure, unshared, summary = stderr.splitlines()
+    assert failure.startswith("default: InvalidClient (invalid_client) from ")
+    assert unshared.startswith("default: NOT shared: local-memory cache. ")
+    assert summary == (
+        "CommandError: 1 of 1 alias(es) got no token: default. 1 of 1 alias(es) do not share "
+        "their token: default (NOT shared: local-memory cache)."
+    )
+    assert stdout.rstrip().endswith("FAILED (invalid_client)  NOT shared: local-memory cache")
+
+
+def test_the_location_of_an_unreachable_cache_never_shows_a_password(
+    settings: Any, configured: FakeTradevestServer
+) -> None:
+    port = closed_port()
+    settings.CACHES = {
+        "default": {
+            "BACKEND": REDIS,
+            "LOCATION": [
+                f"redis://user:{REDIS_PASSWORD}@127.0.0.1:{port}/0",
+                f"redis://127.0.0.1:{port}/1?password={REDIS_PASSWORD}&db=1",
+            ],
+        }
+    }
+    stdout, stderr, code = run("--strict")
+    assert code == 1
+    masked = f"redis://user:***@127.0.0.1:{port}/0, redis://127.0.0.1:{port}/1?password=***&db=1"
+    assert f"cache unreachable: RedisCache at {masked} (ConnectionError)" in stdout
+    assert REDIS_PASSWORD not in stdout + stderr
+
+
+@pytest.mark.parametrize("kind", ["local-memory", "dead redis", "live redis"])
+def test_strict_json_as_a_deploy_pipeline_step(
+    request: pytest.FixtureRequest, server: FakeTradevestServer, tmp_path: Path, kind: str
+) -> None:
+    """``manage.py tradevest_token --strict --json`` as a real process, as a pipeline runs it."""
+    prefix = f"tvcmd-{uuid.uuid4().hex[:12]}"
+    if kind == "local-memory":
+        cache: dict[str, object] = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    elif kind == "dead redis":
+        cache = {"BACKEND": REDIS, "LOCATION": dead_redis_location()}
+    else:
+        cache = {"BACKEND": REDIS, "LOCATION": request.getfixturevalue("redis_url")}
+    cache["KEY_PREFIX"] = prefix
+    env = {
+        "CMD_PROJECT_CACHE_DIR": str(tmp_path),
+        "CMD_PROJECT_CACHES": json.dumps({"default": cache}),
+        "TRADEVEST_CLIENT_ID": CLIENT_ID,
+        "TRADEVEST_CLIENT_SECRET": SECRET,
+        "TRADEVEST_AUTH_URL": server.auth_url,
+    }
+    settings_option = ["--settings", "tests.cmd_project.cache_settings"]
+    try:
+        done = manage("tradevest_token", "--strict", "--json", *settings_option, env=env)
+    finally:
+        if kind == "live redis":
+            delete_redis_prefix(str(cache["LOCATION"]), prefix)
+    [result] = json.loads(done.stdout)
+    assert result["ok"] is True and result["source"] == "endpoint"
+    _, expected = SHARING[kind]
+    assert result["cache"] == {"alias": "default", **expected}
+    if kind == "live redis":
+        assert (done.returncode, done.stderr) == (0, "")
+    else:
+        assert done.returncode == 1
+        assert "alias(es) do not share their token: default (" in done.stderr
+    usage = manage("tradevest_token", "--json", "--alias", "nope", *settings_option, env=env)
+    assert usage.returncode == 2
+    [error] = json.loads(usage.stdout)
+    assert (error["ok"], error["alias"], error["error"]) == (
+        False,
+        "nope",
+        "TradevestConfigurationError",
+    )
+    assert REDIS_PASSWORD not in done.stdout + done.stderr
+    assert_no_secrets(server, done.stdout, done.stderr, usage.stdout, usage.stderr)

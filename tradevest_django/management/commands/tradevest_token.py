@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.conf import settings
+from django.core.cache import caches
+from django.core.cache.backends.dummy import DummyCache
+from django.core.cache.backends.locmem import LocMemCache
+from django.core.management.base import (
+    BaseCommand,
+    CommandError,
+    CommandParser,
+    DjangoHelpFormatter,
+)
 
 from tradevest_django.api import get_manager
-from tradevest_django.conf import AliasConfig, configured_aliases
+from tradevest_django.conf import AliasConfig, configured_aliases, mask_location
 from tradevest_django.exceptions import (
     BadTokenResponse,
     TokenEndpointError,
@@ -22,9 +32,12 @@ from tradevest_django.manager import TokenManager
 from tradevest_django.tokens import Token
 
 EPILOG = (
-    "Exit status: 0 when every alias got a token; 1 when any alias failed (the others are "
-    "still reported; each failure is explained on stderr); 2 for a usage or configuration "
-    "error (unknown alias, invalid TRADEVEST setting, --print-token with several aliases)."
+    "Exit status: 0 when every alias got a token; 1 when any alias failed, or with --strict "
+    "when any alias's cache is not shared or did not answer (the others are still reported; "
+    "each problem is explained on stderr); 2 for a usage or configuration error: an unknown "
+    "alias, an invalid TRADEVEST setting, --print-token with several aliases, --print-token "
+    "with --json, --print-token with --strict. With --json, each of these errors is JSON on "
+    "stdout too."
 )
 #: The keys of each ``--json`` object, in order; every object has all of them.
 JSON_KEYS = (
@@ -38,6 +51,7 @@ JSON_KEYS = (
     "expires_in",
     "fingerprint",
     "secret",
+    "cache",
     "error",
     "error_code",
     "message",
@@ -45,11 +59,82 @@ JSON_KEYS = (
 )
 
 
+#: Read, never written, to see whether the cache answers: one cheap round trip.
+PROBE_KEY = "tradevest_django:probe"
+#: Backends whose entries other processes never see (checks W001 and W002).
+UNSHARED = ((LocMemCache, "local-memory cache"), (DummyCache, "dummy cache"))
+
+
+@dataclass(frozen=True)
+class Sharing:
+    """How an alias's token reaches the rest of the fleet: its cache, and whether that answered.
+
+    File-based and database caches count as shared: every process that uses the same directory
+    or database sees their entries; their refresh lock is not atomic (checks W003, W004), which
+    costs at most an extra token request, never a wrong token.
+    """
+
+    alias: str
+    backend: str
+    #: Why other processes never see this cache's entries (``None``: they do).
+    unshared: str | None = None
+    #: The exception class of the cache's answer to the probe (``None``: it answered).
+    problem: str | None = None
+    #: The cache's ``LOCATION`` with any password masked.
+    location: str = ""
+
+    @property
+    def shared(self) -> bool:
+        return self.unshared is None
+
+    @property
+    def reachable(self) -> bool:
+        return self.problem is None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the fleet can share the token through this cache now (``--strict``)."""
+        return self.shared and self.reachable
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "alias": self.alias,
+            "backend": self.backend,
+            "shared": self.shared,
+            "reachable": self.reachable,
+        }
+
+    def __str__(self) -> str:
+        if not self.reachable:
+            where = f" at {self.location}" if self.location else ""
+            return f"cache unreachable: {self.backend}{where} ({self.problem})"
+        if not self.shared:
+            return f"NOT shared: {self.unshared}"
+        return f"shared via {self.alias!r} ({self.backend})"
+
+    def diagnostic(self, alias: str) -> str:
+        """The stderr line of ``--strict`` for a cache that does not share the token."""
+        if not self.reachable:
+            fix = (
+                "Every process requests its own token until it answers. Check that this machine "
+                f"can reach CACHES[{self.alias!r}]['LOCATION'] and that the server is up."
+            )
+        else:
+            fix = (
+                "Every process requests its own token. Point "
+                f"TRADEVEST[{alias!r}]['CACHE'] at a cache that all processes share (Redis or "
+                "Memcached)."
+            )
+        return f"{alias}: {self}. {fix}"
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What happened for one alias: a token (and whether this run requested it) or an error."""
 
     config: AliasConfig
+    #: How the alias's cache shares the token (asked after the token attempt).
+    sharing: Sharing
     token: Token | None = None
     requested: bool = False
     error: TradevestError | None = None
@@ -96,6 +181,7 @@ class Outcome:
             "expires_in": max(int(token.seconds_left), 0) if token else None,
             "fingerprint": token.fingerprint if token else None,
             "secret": self.secret if token else None,
+            "cache": self.sharing.as_json(),
             "error": type(err).__name__ if err else None,
             "error_code": err.error if isinstance(err, TokenEndpointError) else None,
             "message": str(err) if err else None,
@@ -111,12 +197,32 @@ class Outcome:
         return " ".join([text, *(hint for hint in self._hints() if hint not in text)])
 
 
+class _HelpFormatter(DjangoHelpFormatter):
+    """Django's help layout, without breaking a line inside an option name (``--print-``)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return textwrap.fill(
+            " ".join(text.split()),
+            width,
+            initial_indent=indent,
+            subsequent_indent=indent,
+            break_on_hyphens=False,
+        )
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
 class Command(BaseCommand):
     help = (
-        "Obtain an access token for each TRADEVEST alias and report where it came from and "
-        "when it expires (never the token or the secret)."
+        "Obtain an access token for each TRADEVEST alias and report where it came from, when "
+        "it expires and how the fleet shares it (never the token or the secret)."
     )
     requires_system_checks = ()  # it must diagnose a broken set-up, not refuse it
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        return super().create_parser(prog_name, subcommand, **kwargs)
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.epilog = EPILOG
@@ -137,11 +243,21 @@ class Command(BaseCommand):
             ),
         )
         parser.add_argument(
+            "--strict",
+            action="store_true",
+            help=(
+                "Exit with 1 also when an alias's cache is not shared (local-memory, dummy) or "
+                "did not answer: the deploy check that the fleet shares one token."
+            ),
+        )
+        parser.add_argument(
             "--json",
             action="store_true",
             help=(
                 "Print one JSON array with one object per alias, with the keys "
-                f"{', '.join(JSON_KEYS)} (null when not applicable)."
+                f"{', '.join(JSON_KEYS)} (null when not applicable); cache is an object with "
+                "the keys alias, backend, shared and reachable. A usage or configuration error "
+                "prints one object with ok false and error, message and hint."
             ),
         )
         parser.add_argument(
@@ -151,15 +267,26 @@ class Command(BaseCommand):
                 "SENSITIVE: print only the raw access token of one alias (the 'default' alias or "
                 'the single --alias), for curl -H "Authorization: Bearer $(python manage.py '
                 'tradevest_token --print-token)". Anyone who sees it can call the API as you '
-                "until it expires. Not with --json."
+                "until it expires. Not with --json or --strict."
             ),
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            self._handle(options)
+        except CommandError as err:
+            # A monitor parses stdout: it gets JSON for a usage or configuration error too.
+            if options["json"] and err.returncode == 2:
+                self.stdout.write(json.dumps([_error_json(err)], indent=2))
+            raise
+
+    def _handle(self, options: dict[str, Any]) -> None:
         names = list(dict.fromkeys(options["aliases"] or ()))
         if options["print_token"]:
-            if options["json"]:
-                raise CommandError("--print-token and --json cannot be combined.", returncode=2)
+            if options["json"] or options["strict"]:
+                raise CommandError(
+                    "--print-token cannot be combined with --json or --strict.", returncode=2
+                )
             if len(names) > 1:
                 raise CommandError(
                     "--print-token prints the token of exactly one alias; give --alias once.",
@@ -172,9 +299,12 @@ class Command(BaseCommand):
             self._managers(names or configured_aliases() or ["default"]),
             as_json=options["json"],
             refresh=options["refresh"],
+            strict=options["strict"],
         )
 
-    def _report(self, managers: list[TokenManager], *, as_json: bool, refresh: bool) -> None:
+    def _report(
+        self, managers: list[TokenManager], *, as_json: bool, refresh: bool, strict: bool
+    ) -> None:
         rows = [(m.alias, _where(m.config), m.config.masked_client_id) for m in managers]
         widths = [max(map(len, column)) for column in zip(*rows, strict=True)]
         outcomes = []
@@ -183,16 +313,30 @@ class Command(BaseCommand):
             outcomes.append(outcome)
             if outcome.error is not None:
                 self.stderr.write(outcome.diagnostic())
+            if strict and not outcome.sharing.ok:
+                self.stderr.write(outcome.sharing.diagnostic(manager.alias))
             if not as_json:
                 self.stdout.write(self._line(outcome, widths))
         if as_json:
             self.stdout.write(json.dumps([outcome.as_json() for outcome in outcomes], indent=2))
         failed = [outcome.config.alias for outcome in outcomes if outcome.error is not None]
+        unshared = [
+            f"{outcome.config.alias} ({outcome.sharing})"
+            for outcome in outcomes
+            if strict and not outcome.sharing.ok
+        ]
+        problems = []
         if failed:
-            raise CommandError(
-                f"{len(failed)} of {len(outcomes)} alias(es) got no token: {', '.join(failed)}.",
-                returncode=1,
+            problems.append(
+                f"{len(failed)} of {len(outcomes)} alias(es) got no token: {', '.join(failed)}."
             )
+        if unshared:
+            problems.append(
+                f"{len(unshared)} of {len(outcomes)} alias(es) do not share their token: "
+                f"{', '.join(unshared)}."
+            )
+        if problems:
+            raise CommandError(" ".join(problems), returncode=1)
 
     def _managers(self, aliases: list[str]) -> list[TokenManager]:
         try:
@@ -208,16 +352,17 @@ class Command(BaseCommand):
         self.stdout.write(outcome.token.access_token)
 
     def _line(self, outcome: Outcome, widths: list[int]) -> str:
-        config, token = outcome.config, outcome.token
+        config, token, sharing = outcome.config, outcome.token, outcome.sharing
         columns = [
             config.alias.ljust(widths[0]),
             _where(config).ljust(widths[1]),
             f"client {config.masked_client_id.ljust(widths[2])}",
         ]
+        cache = str(sharing) if sharing.ok else self.style.WARNING(str(sharing))
         if token is None:
             err = outcome.error
             reason = err.error if isinstance(err, TokenEndpointError) else type(err).__name__
-            return "  ".join([*columns, self.style.ERROR(f"FAILED ({reason})")])
+            return "  ".join([*columns, self.style.ERROR(f"FAILED ({reason})"), cache])
         status = "new request" if outcome.requested else "cached"
         expires = token.expires_at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
         fallback = (
@@ -232,26 +377,65 @@ class Command(BaseCommand):
                 f"expires {expires} (in {_duration(token.seconds_left)})",
                 f"fingerprint {token.fingerprint}",
                 *fallback,
+                cache,
             ]
         )
 
 
 def _obtain(manager: TokenManager, *, refresh: bool) -> Outcome:
-    """Get (or with ``refresh``, request) the alias's token, noting whether this call fetched it."""
+    """Get (or with ``refresh``, request) the alias's token, noting whether this call fetched it;
+    then ask the alias's cache whether it answers."""
     try:
         if refresh:
             token = manager.refresh()
-            return Outcome(manager.config, token, requested=True, secret=manager.secret_in_use)
-        # In a long-lived process (call_command) the manager may already hold a token it once
-        # requested itself; reusing it is not a new request.
-        held = manager.peek()
-        token = manager.get_token()
+            requested = True
+        else:
+            # In a long-lived process (call_command) the manager may already hold a token it
+            # once requested itself; reusing it is not a new request.
+            held = manager.peek()
+            token = manager.get_token()
+            requested = token.source == "endpoint" and (
+                held is None or held.access_token != token.access_token
+            )
     except TradevestError as err:
-        return Outcome(manager.config, error=err)
-    requested = token.source == "endpoint" and (
-        held is None or held.access_token != token.access_token
+        return Outcome(manager.config, _sharing(manager.config), error=err)
+    return Outcome(
+        manager.config,
+        _sharing(manager.config),
+        token,
+        requested=requested,
+        secret=manager.secret_in_use,
     )
-    return Outcome(manager.config, token, requested=requested, secret=manager.secret_in_use)
+
+
+def _sharing(config: AliasConfig) -> Sharing:
+    """Ask the alias's cache for a key nobody writes: whether it answers, never raising."""
+    entry = settings.CACHES.get(config.cache_alias, {})
+    location = entry.get("LOCATION")
+    location = mask_location(location) if location else ""
+    backend = str(entry.get("BACKEND", "")).rpartition(".")[2]
+    try:
+        cache = caches[config.cache_alias]
+        backend = type(cache).__name__
+        cache.get(PROBE_KEY)
+    except Exception as err:  # every backend raises its own kinds of error
+        return Sharing(config.cache_alias, backend, problem=type(err).__name__, location=location)
+    unshared = next((kind for cls, kind in UNSHARED if isinstance(cache, cls)), None)
+    return Sharing(config.cache_alias, backend, unshared=unshared, location=location)
+
+
+def _error_json(err: CommandError) -> dict[str, Any]:
+    """The ``--json`` object of a usage or configuration error: every key, ``ok`` false."""
+    cause = err.__cause__
+    result: dict[str, Any] = dict.fromkeys(JSON_KEYS)
+    if isinstance(cause, TradevestConfigurationError):
+        alias, error = cause.alias, type(cause).__name__
+        hint = "Run `python manage.py check` to see every problem of the TRADEVEST setting."
+    else:
+        alias, error = None, type(err).__name__
+        hint = "Run `python manage.py tradevest_token --help` for the options."
+    result.update(ok=False, alias=alias, error=error, message=str(err), hint=hint)
+    return result
 
 
 def _where(config: AliasConfig) -> str:

@@ -1,0 +1,1 @@
+"""Integrations with other Django packages, each an optional extra of tradevest-django."""
