@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help demo run test lint typecheck test-oldest test-newest docs clean
+.PHONY: help demo run test lint typecheck mutate test-oldest test-newest docs clean
 
 help:
 	@echo "make demo          run the example against the embedded fake Tradevest server"
@@ -73,3 +73,12 @@ bench: $(VENV)/.installed-bench
 
 bench-smoke: $(VENV)/.installed-bench
 	$(BIN)/python bench/run.py --smoke $(ARGS)
+
+# Mutation testing of the token path (configuration: [tool.mutmut] in pyproject.toml). Not part
+# of `make test`: about 45 minutes on 2 cores. The report lands in build/mutation.md.
+mutate: $(VENV)/.installed-test
+	$(BIN)/python -m pip install --quiet "mutmut>=3.8,<4"
+	rm -rf mutants
+	$(BIN)/mutmut run || true
+	$(BIN)/python tools/mutation_report.py > build/mutation.md
+	@cat build/mutation.md

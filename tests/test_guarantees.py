@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
 import time
 from typing import Any
@@ -216,3 +218,130 @@ def test_a_token_is_not_served_at_its_usable_until_instant(
     assert manager.peek() is token  # a moment before: still served
     clock.now = state.usable_until_wall
     assert manager.peek() is None  # at the instant itself: not any more
+
+
+# -- what people read: log lines, signals and status, exactly ---------------------------------
+
+
+def messages(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == level]
+
+
+def test_a_failed_refresh_says_what_failed_and_how_long_the_token_lasts(
+    server: FakeTradevestServer, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    manager = process(server, CountingCache(), clock, TOKEN_RETRIES=0)
+    token = manager.get_token()
+    clock.advance(3600 - 30 - 200)  # 200 s of use left
+    server.inject(Fault.status(503))
+    assert manager.get_token() is token
+    thread = manager._refresh_thread
+    assert thread is not None
+    thread.join(timeout=10)
+    assert manager.get_token() is token
+    (warning,) = [m for m in messages(caplog, logging.WARNING) if "Refreshing" in m]
+    assert warning == (
+        "Refreshing the token of alias 'default' failed (TokenEndpointUnavailable); still "
+        "using the current token, valid for 200 s more."
+    )
+    assert manager._refresh_thread is thread  # postponed: no new thread per call meanwhile
+
+
+def test_an_unexpected_error_in_the_refresh_is_logged_and_postponed(
+    server: FakeTradevestServer, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    manager = process(server, CountingCache(), clock)
+    token = manager.get_token()
+    clock.advance(3600 - 30 - 200)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    manager._obtain = broken  # type: ignore[method-assign]
+    assert manager.get_token() is token
+    assert manager._refresh_thread is not None
+    manager._refresh_thread.join(timeout=10)
+    (record,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert record.getMessage() == "Unexpected error while refreshing the token of alias 'default'."
+    assert record.exc_info is not None
+    state = manager._state
+    assert state is not None and state.refresh_at > clock()  # looks again later, not per call
+
+
+def test_invalidation_logs_and_signals_the_token_and_the_reason(
+    server: FakeTradevestServer, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tradevest_django import signals
+
+    caplog.set_level(logging.INFO, logger="tradevest_django")
+    seen: list[dict[str, Any]] = []
+
+    def receiver(**kwargs: Any) -> None:
+        seen.append(kwargs)
+
+    signals.token_invalidated.connect(receiver, weak=False)
+    try:
+        manager = process(server, CountingCache(), clock)
+        token = manager.get_token()
+        assert manager.invalidate(token)
+        asyncio.run(manager.ainvalidate(manager.get_token(), server_date=None))
+    finally:
+        signals.token_invalidated.disconnect(receiver)
+    infos = [m for m in messages(caplog, logging.INFO) if m.startswith("Invalidated")]
+    assert infos[0] == (
+        f"Invalidated token {token.fingerprint} of alias 'default': rejected by the API (401)."
+    )
+    assert [s["reason"] for s in seen] == ["rejected by the API (401)"] * len(seen)
+    assert seen[0]["fingerprint"] == token.fingerprint and seen[0]["alias"] == "default"
+    assert seen[0]["sender"] is manager
+
+
+def test_status_reports_every_field(server: FakeTradevestServer, clock: FakeClock) -> None:
+    manager = process(server, CountingCache(), clock, ENVIRONMENT=None)
+    assert manager.status()["token_cached"] is False
+    token = manager.get_token()
+    clock.advance(600)
+    status = manager.status()
+    assert status.pop("expires_in") in (2999, 3000)  # whole seconds, rounded down
+    assert status == {
+        "alias": "default",
+        "environment": None,
+        "auth_host": server.url.removeprefix("http://"),
+        "api_url": server.url,
+        "client_id": "test…nt",
+        "cache": "default",
+        "cache_reachable": True,
+        "secret": "CLIENT_SECRET",
+        "token_cached": True,
+        "fingerprint": token.fingerprint,
+        "expires_at": token.expires_at.isoformat(timespec="seconds"),
+        "last_refresh": status["last_refresh"],
+        "last_error": None,
+    }
+    assert status["last_refresh"] is not None
+    assert manager.cached_token() == token
+    assert manager.seconds_left() == pytest.approx(3000, abs=1)
+    clock.advance(3000)
+    assert manager.cached_token() is None and manager.status()["token_cached"] is False
+
+
+def test_the_secret_in_use_is_announced_once_each_way(
+    server: FakeTradevestServer, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tradevest_django")
+    options = {"CLIENT_SECRET": "guarantees-NEW", "CLIENT_SECRET_FALLBACKS": [SECRET]}
+    manager = process(server, CountingCache(), clock, **options)
+    manager.get_token()
+    server.clients[server.client_id] = "guarantees-NEW"  # activated, the old one retired
+    manager.refresh()
+    warnings = [m for m in messages(caplog, logging.WARNING) if "now uses" in m]
+    assert warnings == [
+        "Alias 'default' now uses CLIENT_SECRET_FALLBACKS[0]: Tradevest refused CLIENT_SECRET "
+        "(invalid_client). Finish the rotation: once Tradevest accepts CLIENT_SECRET, drop the "
+        "fallback."
+    ]
+    infos = [m for m in messages(caplog, logging.INFO) if "again" in m]
+    assert (
+        "Alias 'default' uses CLIENT_SECRET again (it was using CLIENT_SECRET_FALLBACKS[0])."
+        in infos
+    )
