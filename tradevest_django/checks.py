@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from django.apps import AppConfig
@@ -93,18 +93,23 @@ def check_settings(
     ]
 
 
+def _aliases() -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """``(where, options)`` of each alias that is a dict; E001/E002 report the others."""
+    aliases = getattr(settings, SETTING, None)
+    if isinstance(aliases, Mapping):
+        for alias, options in aliases.items():
+            if isinstance(options, Mapping):
+                yield f"{SETTING}[{str(alias)!r}]", options
+
+
 def check_rotation(
     app_configs: Sequence[AppConfig] | None, **kwargs: Any
 ) -> list[checks.CheckMessage]:
     """Warn while an alias keeps fallback secrets (``W006``): a rotation is not finished."""
-    aliases = getattr(settings, SETTING, None)
-    if not isinstance(aliases, Mapping):
-        return []
     messages: list[checks.CheckMessage] = []
-    for alias, options in aliases.items():
-        fallbacks = options.get("CLIENT_SECRET_FALLBACKS") if isinstance(options, Mapping) else None
+    for where, options in _aliases():
+        fallbacks = options.get("CLIENT_SECRET_FALLBACKS")
         if isinstance(fallbacks, list | tuple) and fallbacks:
-            where = f"{SETTING}[{str(alias)!r}]"
             messages.append(
                 checks.Warning(
                     f"{where} has {len(fallbacks)} CLIENT_SECRET_FALLBACKS: a secret rotation "
@@ -127,14 +132,8 @@ def check_placeholders(
 
     A callable ``CLIENT_SECRET`` is not called: a check reads settings and nothing else.
     """
-    aliases = getattr(settings, SETTING, None)
-    if not isinstance(aliases, Mapping):
-        return []
     messages: list[checks.CheckMessage] = []
-    for alias, options in aliases.items():
-        if not isinstance(options, Mapping):
-            continue
-        where = f"{SETTING}[{str(alias)!r}]"
+    for where, options in _aliases():
         for key, what in (("CLIENT_ID", "client id"), ("CLIENT_SECRET", "client secret")):
             value = options.get(key)
             # Empty or missing values are E003's; the value itself is never shown.
@@ -157,14 +156,11 @@ def check_caches(
     app_configs: Sequence[AppConfig] | None, **kwargs: Any
 ) -> list[checks.CheckMessage]:
     """Warn about each alias whose cache cannot share a token safely (``W0xx``)."""
-    aliases = getattr(settings, SETTING, None)
     caches = getattr(settings, "CACHES", None)
-    if not isinstance(aliases, Mapping) or not isinstance(caches, Mapping):
-        return []  # check_settings (or Django's own cache checks) reports these
+    if not isinstance(caches, Mapping):
+        return []  # Django's own cache checks report it
     messages: list[checks.CheckMessage] = []
-    for alias, options in aliases.items():
-        if not isinstance(options, Mapping):
-            continue
+    for where, options in _aliases():
         cache_alias = options.get("CACHE", DEFAULTS["CACHE"])
         entry = caches.get(cache_alias) if isinstance(cache_alias, str) else None
         backend = entry.get("BACKEND") if isinstance(entry, Mapping) else None
@@ -173,7 +169,6 @@ def check_caches(
             warning = _replica_warning(backend, entry.get("LOCATION"))
         if warning is not None:
             check_id, problem, hint = warning
-            where = f"{SETTING}[{str(alias)!r}]"
             messages.append(
                 checks.Warning(
                     f"{where} keeps its token in CACHES[{cache_alias!r}], {problem}.",
