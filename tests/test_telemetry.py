@@ -25,17 +25,27 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
     InMemorySpanExporter,
 )
 
-_READER = InMemoryMetricReader()
-_EXPORTER = InMemorySpanExporter()
+
+def _installed() -> tuple[InMemoryMetricReader, InMemorySpanExporter]:
+    """The in-memory reader and exporter, on the global providers (which are set once per
+    process: a second run of the suite in the same process finds them there)."""
+    meter_provider: Any = metrics.get_meter_provider()
+    if not hasattr(meter_provider, "in_memory_reader"):
+        reader = InMemoryMetricReader()
+        meter_provider = MeterProvider(metric_readers=[reader])
+        meter_provider.in_memory_reader = reader
+        metrics.set_meter_provider(meter_provider)
+    tracer_provider: Any = trace.get_tracer_provider()
+    if not hasattr(tracer_provider, "in_memory_exporter"):
+        exporter = InMemorySpanExporter()
+        tracer_provider = TracerProvider()
+        tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+        tracer_provider.in_memory_exporter = exporter
+        trace.set_tracer_provider(tracer_provider)
+    return meter_provider.in_memory_reader, tracer_provider.in_memory_exporter
 
 
-@pytest.fixture(scope="module", autouse=True)
-def providers() -> None:
-    # The global providers can be set once per process; every test uses its own alias.
-    metrics.set_meter_provider(MeterProvider(metric_readers=[_READER]))
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
-    trace.set_tracer_provider(tracer_provider)
+_READER, _EXPORTER = _installed()
 
 
 @pytest.fixture
