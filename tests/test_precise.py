@@ -232,3 +232,80 @@ def test_a_network_error_is_described_cleanly() -> None:
     assert describe_cause(leak, "precise-leak-9") == "ConnectionError: sent *** to nobody"
     nested = requests.ConnectionError(OSError(OSError(OSError("deep"))))
     assert describe_cause(nested) == "ConnectionError: deep"
+
+
+def test_fingerprints_are_twelve_hex_digits() -> None:
+    fingerprint = token("abc", NOW).fingerprint
+    assert len(fingerprint) == 12 and int(fingerprint, 16) >= 0
+
+
+def test_the_lead_brings_either_clocks_refresh_forward() -> None:
+    from tradevest_django.policy import Phase
+
+    plan = policy.Schedule(token("t", NOW), 100, 200, NOW + 100, NOW + 200)
+    # the wall clock stepped back a day: only the monotonic clock, with the lead, says "due"
+    assert policy.phase(plan, 95, NOW - 86400, lead=10) is Phase.REFRESH_DUE
+    # the monotonic clock stood still (a suspend): only the wall clock, with the lead
+    assert policy.phase(plan, 0, NOW + 95, lead=10) is Phase.REFRESH_DUE
+    assert policy.phase(plan, 0, NOW + 85, lead=10) is Phase.FRESH
+
+
+def test_the_refresh_window_is_at_most_half_the_life() -> None:
+    from tradevest_django.conf import AliasConfig
+
+    config = AliasConfig.from_dict(
+        "default",
+        {
+            "CLIENT_ID": "id",
+            "CLIENT_SECRET": "s",
+            "AUTH_URL": "http://127.0.0.1:9",
+            "REFRESH_WINDOW": 0.5,
+            "REFRESH_WINDOW_MAX": 86400,
+        },
+        check_cache=False,
+    )
+    assert policy.refresh_window(token("t", NOW, lifetime=100), config, fetch_duration=500) == 50
+
+
+def test_what_the_fleet_remembers_of_a_failure() -> None:
+    from tradevest_django import failures
+    from tradevest_django.conf import AliasConfig
+    from tradevest_django.exceptions import InvalidClient, TokenEndpointUnavailable
+
+    config = AliasConfig.from_dict(
+        "default",
+        {"CLIENT_ID": "id", "CLIENT_SECRET": "s", "AUTH_URL": "http://127.0.0.1:9"},
+        check_cache=False,
+    )
+    refusal = InvalidClient(alias="default", status_code=401, error_description="why")
+    remembered, cooldown = failures.record(refusal, 30) or ({}, 0.0)
+    assert cooldown == 30
+    error = failures.remembered_error({**remembered, "until": NOW + 1}, NOW, config)
+    assert isinstance(error, InvalidClient) and error.remembered
+    assert (error.status_code, error.error_description) == (401, "why")
+    outage = TokenEndpointUnavailable("down", alias="default", status_code=503, retry_after=0.5)
+    remembered, cooldown = failures.record(outage, 30) or ({}, 0.0)
+    assert cooldown == 0.5  # a short Retry-After is remembered too
+    error = failures.remembered_error({**remembered, "until": NOW + 1}, NOW, config)
+    assert isinstance(error, TokenEndpointUnavailable) and error.status_code == 503
+    assert failures.record(refusal, 0) is None  # FAILURE_COOLDOWN = 0: nothing to remember
+
+
+def test_a_cache_outage_and_its_end_are_logged_exactly(
+    server: FakeTradevestServer, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tradevest_django")
+    cache = CountingCache()
+    manager = process(server, cache, clock)
+    cache.fail = True
+    manager.get_token()
+    cache.fail = False
+    manager.invalidate(manager.get_token())
+    lines = [r.getMessage() for r in caplog.records if "Cache 'default'" in r.getMessage()]
+    assert lines == [
+        "Cache 'default' (CountingCache, given directly) is unavailable (ConnectionError on read);"
+        " alias 'default' keeps working from its in-process token and the token endpoint until "
+        "the cache is back.",
+        "Cache 'default' is reachable again; alias 'default' shares its token through it again.",
+    ]
+    assert manager.shared.outage is False
