@@ -316,3 +316,23 @@ def test_a_secret_read_from_a_file_loses_its_newline(
 ) -> None:
     process(server, CountingCache(), clock, CLIENT_SECRET=OLD + "\n").get_token()
     assert secrets_sent(server) == [OLD]
+
+
+def test_a_refusal_remembered_before_an_activation_does_not_block_the_new_secret(
+    server: FakeTradevestServer, clock: FakeClock
+) -> None:
+    cache = CountingCache()
+    rotating = {"CLIENT_SECRET": NEW, "CLIENT_SECRET_FALLBACKS": [OLD]}
+    old_token = process(server, cache, clock, **rotating).get_token()  # NEW refused, OLD works
+    clock.advance(5)  # within FAILURE_COOLDOWN: NEW's refusal is still remembered
+    server.clients[server.client_id] = NEW  # activated, and the old one retired at once
+    server.revoke(old_token.access_token)
+    not_deployed = process(server, cache, clock)  # still CLIENT_SECRET=OLD only
+    assert not_deployed.invalidate(not_deployed.get_token())  # the API rejects the old token
+    with pytest.raises(InvalidClient):
+        not_deployed.get_token()  # OLD refused just now, and remembered by the fleet
+    # a deployed process finds OLD refused (remembered, just now) and NEW refused before the
+    # activation (remembered too, but earlier): it asks about NEW again rather than fail
+    token = process(server, cache, clock, **rotating).get_token()
+    assert token.access_token == server.issued_tokens[-1]
+    assert secrets_sent(server) == [NEW, OLD, OLD, NEW]

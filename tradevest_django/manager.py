@@ -399,16 +399,18 @@ class TokenManager:
             return attempt()
         order = self._secrets_to_try()
         refused: InvalidClient | None = None
+        refused_until = 0.0
         tried: set[str] = set()
         while order:
             secret = order.pop(0)
             if secret.fingerprint in tried:
                 continue
             tried.add(secret.fingerprint)
-            if refused is not None and not refused.remembered:
-                # A secret was refused just now: Tradevest's set of secrets has changed, so
-                # what the fleet remembers of the others (a refusal before an activation) is
-                # stale. Ask again rather than fail every call until it expires.
+            if refused is not None and self._refusal_until(secret) < refused_until:
+                # The secret just refused was accepted until more recently than this one was
+                # refused: Tradevest's set of secrets has changed since (an activation), and
+                # what the fleet remembers of this one is stale. Ask again rather than fail
+                # every call until it expires.
                 self._failures.pop(secret.fingerprint, None)
                 self._shared_for(secret).forget_failure()
             self._use(secret)
@@ -416,6 +418,7 @@ class TokenManager:
                 return attempt()
             except InvalidClient as err:
                 refused = err
+                refused_until = self._refusal_until(secret)
                 if secret.position == 0:
                     # Tried just now: the next try of CLIENT_SECRET is PRIMARY_SECRET_RETRY away.
                     self.shared.claim_primary_retry(self.config.primary_secret_retry)
@@ -423,6 +426,24 @@ class TokenManager:
                     order.insert(0, self.secrets.read(secret.position))  # rotated meanwhile?
         assert refused is not None  # every secret was tried; the last refusal explains
         raise refused
+
+    def _refusal_until(self, secret: Secret) -> float:
+        """When the refusal remembered for ``secret`` expires (0 without one): the later, the
+        more recent the refusal (every refusal is remembered for FAILURE_COOLDOWN)."""
+        remembered = (
+            self._failures.get(secret.fingerprint),
+            self._shared_for(secret).snapshot().failure,
+        )
+        return max(
+            (
+                float(failure["until"])
+                for failure in remembered
+                if isinstance(failure, dict)
+                and failure.get("kind") == "refused"
+                and isinstance(failure.get("until"), int | float)
+            ),
+            default=0.0,
+        )
 
     def _secrets_to_try(self) -> list[Secret]:
         """The candidates in the order to try them (the fleet's working secret first)."""
