@@ -30,6 +30,7 @@ if __package__ in (None, ""):
 import redis
 
 from bench import async_report, async_scenarios, explain, machine, report, results, scenarios
+from bench import server as server_module
 from bench.async_clients import ASYNC_CLIENTS, ASYNC_TOKEN_CLIENTS
 from bench.clients import CLIENTS, TOKEN_CLIENTS
 
@@ -106,6 +107,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=os.environ.get("TRADEVEST_BENCH_REDIS_URL", DEFAULT_REDIS_URL),
         help=f"Redis for tradevest-django's cache (default {DEFAULT_REDIS_URL})",
     )
+    parser.add_argument(
+        "--with-fallback",
+        action="store_true",
+        help="configure tradevest-django with a CLIENT_SECRET_FALLBACKS entry (a rotation in "
+        "progress), to show it costs nothing",
+    )
     parser.add_argument("--output", type=Path, help="also write the Markdown report here")
     return parser.parse_args(argv)
 
@@ -152,6 +159,8 @@ def check_environment(redis_url: str, modules: dict[str, str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.with_fallback:
+        os.environ[server_module.FALLBACK_VARIABLE] = "1"
     params = build_params(args)
     chosen = args.scenario or list(SCENARIOS)
     clients = args.clients.split(",") if args.clients else list(ALL_CLIENTS)

@@ -8,6 +8,7 @@ can see another's tokens or counters.
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import uuid
 from collections.abc import Callable, Iterator
@@ -47,8 +48,15 @@ def fake_server(
         yield server, redact
 
 
+#: Set (by ``run.py --with-fallback``): tradevest-django gets a fallback secret it never needs.
+FALLBACK_VARIABLE = "TRADEVEST_BENCH_FALLBACK"
+
+
 def target(server: FakeTradevestServer, redis_url: str, key_prefix: str) -> dict[str, Any]:
     """The job's ``target``: the fake server's URLs and credentials, as plain JSON."""
+    tradevest = server.settings()
+    if os.environ.get(FALLBACK_VARIABLE):
+        tradevest["CLIENT_SECRET_FALLBACKS"] = ["bench-older-secret"]
     return asdict(
         Target(
             token_url=server.token_url,
@@ -56,7 +64,7 @@ def target(server: FakeTradevestServer, redis_url: str, key_prefix: str) -> dict
             client_id=server.client_id,
             client_secret=server.client_secret,
             lifetime=server.token_lifetime,
-            tradevest=server.settings(),
+            tradevest=tradevest,
             redis_url=redis_url,
             key_prefix=key_prefix,
         )

@@ -133,9 +133,11 @@ def run_demo(server: FakeTradevestServer, env: dict[str, str]) -> None:
     if env.get("DJANGO_SILENCED_SYSTEM_CHECKS"):
         say("(W003, the file cache's warning, is silenced for the demo; use Redis in production)")
 
-    print("\n2. manage.py tradevest_token, in two separate processes")
-    for _ in range(2):
-        for line in manage("tradevest_token", env=env).splitlines():
+    print("\n2. manage.py tradevest_token, in two separate processes (the second as the deploy")
+    print("   check: --strict fails when the fleet would not share its token)")
+    for args in (("tradevest_token",), ("tradevest_token", "--strict")):
+        say(f"$ manage.py {' '.join(args)}")
+        for line in manage(*args, env=env).splitlines():
             say(line)
     say(f"token requests received by the auth server: {server.token_request_count}")
 

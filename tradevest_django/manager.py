@@ -45,6 +45,8 @@ from .tokens import Token
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+#: The largest in-flight allowance, as a share of the token's lifetime.
+LEAD_SHARE = 0.1
 
 _managers: weakref.WeakSet[TokenManager] = weakref.WeakSet()
 
@@ -298,19 +300,25 @@ class TokenManager:
     def observe_in_flight(self, seconds: float) -> None:
         """Learn how long requests take from taking their token to the API's answer.
 
-        Sessions and clients report every call. Under load (many coroutines or threads
-        queueing for connections) that time grows, and a token handed out moments before its
-        end would reach the API expired: the in-process token is then refreshed that much
-        earlier, so that the new one is there in time. The figure follows the slowest recent
-        calls (it decays by 1 % per faster call) and never exceeds a quarter of the token's life.
+        Sessions and clients report every call. The expiry margin (``EXPIRY_MARGIN``, 5 % of a
+        short token's life) covers requests in flight; under load (many coroutines or threads
+        queueing for connections) they can take longer, and a token handed out moments before
+        its end would reach the API expired. The in-process token is then refreshed earlier by
+        what exceeds the margin, so that the new one is there in time. The figure follows the
+        slowest recent calls (it decays by 1 % per faster call) and never exceeds a tenth of the
+        token's life: beyond that the machine is saturated, and bringing every refresh further
+        forward would only cost token requests (a straggler's 401 is replayed).
         """
+        state = self._state
+        if state is None:
+            return  # no token to judge the call against
+        token = state.token
+        excess = min(seconds - policy.margin(token, self.config), LEAD_SHARE * token.lifetime)
         lead = self._lead
-        if seconds > lead:
-            state = self._state
-            cap = 0.25 * state.token.lifetime if state is not None else seconds
-            self._lead = min(seconds, cap)
+        if excess > lead:
+            self._lead = excess
         elif lead:
-            self._lead = max(seconds, lead * 0.99)
+            self._lead = max(excess, lead * 0.99, 0.0)
 
     def invalidate(
         self,

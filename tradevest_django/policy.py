@@ -64,13 +64,18 @@ def phase(schedule: Schedule | None, mono: float, wall: float, lead: float = 0.0
     return Phase.EXPIRED
 
 
-def usable_until(token: Token, config: AliasConfig) -> float:
-    """When ``token`` stops being handed out, on Tradevest's clock.
+def margin(token: Token, config: AliasConfig) -> float:
+    """How long before its expiry a token stops being handed out.
 
-    The margin covers skew and requests in flight; for short tokens it shrinks to 5 % of the
-    lifetime, so a 5-minute Cognito token is not "expired on arrival".
+    It covers skew and requests in flight; for short tokens it shrinks to 5 % of the lifetime,
+    so a 5-minute Cognito token is not "expired on arrival".
     """
-    return token.server_expiry - min(config.expiry_margin, 0.05 * token.lifetime)
+    return min(config.expiry_margin, 0.05 * token.lifetime)
+
+
+def usable_until(token: Token, config: AliasConfig) -> float:
+    """When ``token`` stops being handed out, on Tradevest's clock."""
+    return token.server_expiry - margin(token, config)
 
 
 def refresh_window(token: Token, config: AliasConfig, fetch_duration: float) -> float:
