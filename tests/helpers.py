@@ -38,6 +38,16 @@ class FakeClock:
         self.advance(seconds)
 
 
+def process(server: Any, cache: Any, clock: FakeClock, **options: Any) -> Any:
+    """A token manager as one process of the fleet would have it: ``server``'s alias (with
+    ``options``), the shared ``cache``, and ``clock`` for both time and sleep."""
+    from tradevest_django.manager import TokenManager
+
+    return TokenManager.from_options(
+        "default", server.settings(**options), cache=cache, clock=clock, sleep=clock.sleep
+    )
+
+
 class CountingCache:
     """A local-memory cache that records every call made to it."""
 

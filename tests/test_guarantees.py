@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import tradevest_django
-from tests.helpers import CountingCache, FakeClock, ServerFactory
+from tests.helpers import CountingCache, FakeClock, ServerFactory, process
 from tradevest_django.exceptions import (
     InvalidClient,
     TokenEndpointError,
@@ -29,14 +29,6 @@ PERSON = "6f1c2b4e-8a4d-4c1e-9a55-0d2b8f3e7a10"
 @pytest.fixture
 def server(make_server: ServerFactory, clock: FakeClock) -> FakeTradevestServer:
     return make_server(SECRET, clock=clock)
-
-
-def process(
-    server: FakeTradevestServer, cache: Any, clock: FakeClock, **options: Any
-) -> TokenManager:
-    return TokenManager.from_options(
-        "default", server.settings(**options), cache=cache, clock=clock, sleep=clock.sleep
-    )
 
 
 def test_the_token_request_never_follows_a_redirect(

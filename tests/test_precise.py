@@ -15,11 +15,10 @@ from typing import Any
 import pytest
 import requests
 
-from tests.helpers import CountingCache, FakeClock, ServerFactory
+from tests.helpers import CountingCache, FakeClock, ServerFactory, process
 from tradevest_django import policy, signals
 from tradevest_django.endpoint import _clean, describe_cause
 from tradevest_django.exceptions import SecretUnavailable
-from tradevest_django.manager import TokenManager
 from tradevest_django.rejections import REJECTION_WINDOW, Verdict, judge, record
 from tradevest_django.secrets import Secrets
 from tradevest_django.shared import whole_seconds
@@ -33,14 +32,6 @@ NOW = 1_800_000_000.0
 @pytest.fixture
 def server(make_server: ServerFactory, clock: FakeClock) -> FakeTradevestServer:
     return make_server(SECRET, clock=clock)
-
-
-def process(
-    server: FakeTradevestServer, cache: Any, clock: FakeClock, **options: Any
-) -> TokenManager:
-    return TokenManager.from_options(
-        "default", server.settings(**options), cache=cache, clock=clock, sleep=clock.sleep
-    )
 
 
 def token(name: str, issued_at: float, lifetime: int = 3600) -> Token:

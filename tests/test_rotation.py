@@ -13,7 +13,7 @@ from freezegun import freeze_time
 
 import tradevest_django
 from tests.fleet import collect, fleet_spec, kill_all, start_workers
-from tests.helpers import CountingCache, FakeClock, ServerFactory
+from tests.helpers import CountingCache, FakeClock, ServerFactory, process
 from tradevest_django.exceptions import InvalidClient, SecretUnavailable
 from tradevest_django.manager import TokenManager
 from tradevest_django.testing import FakeTradevestServer
@@ -29,18 +29,6 @@ def server(make_server: ServerFactory, clock: FakeClock) -> FakeTradevestServer:
 
 def secrets_sent(server: FakeTradevestServer) -> list[str]:
     return [record.form["client_secret"][0] for record in server.token_requests]
-
-
-def process(
-    server: FakeTradevestServer, cache: object, clock: FakeClock, **options: object
-) -> TokenManager:
-    return TokenManager.from_options(
-        "default",
-        server.settings(**options),
-        cache=cache,  # type: ignore[arg-type]
-        clock=clock,
-        sleep=clock.sleep,
-    )
 
 
 def test_a_new_secret_not_active_yet_is_backed_by_the_old_one(
