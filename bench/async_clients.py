@@ -7,6 +7,13 @@ one API call and returning the HTTP status. Every coroutine of a process shares 
 one ``httpx.AsyncClient``, as httpx recommends; its pool holds ``connections`` connections
 (``httpx.Limits``), and the worker lets no more calls than that be in flight at once.
 
+With ``per_caller``, each coroutine gets its own client instead (as an application that opens a
+client per task does). The async boundary uses that: on a shared pool, httpcore (1.0.9) lets a
+request that was handed an idle connection lose it to a request that arrives just after; the
+loser retries, may lose again, and a bare ``httpx.AsyncClient`` with a fixed header then has a
+few calls a run that wait 150 to 500 ms for a connection before sending anything. Those waits
+belong to the pool, not to any token, and would hide what the scenario measures.
+
 Every client gets the same timeouts (``timeout()``) and the same pool limits.
 """
 
@@ -35,21 +42,37 @@ class AsyncClient:
 
     name: ClassVar[str]
 
-    def __init__(self, target: Target, *, connections: int) -> None:
+    def __init__(self, target: Target, *, connections: int, per_caller: bool = False) -> None:
         self.target = target
         self.connections = connections
+        self.per_caller = per_caller
         self._clients: list[httpx.AsyncClient] = []
         #: As in ``bench/clients.py``: each wait for a token, where it can be timed apart.
         self.token_waits_ns: list[int] | None = None
 
     def load(self) -> None:
-        """Import, configure and build the client (no network I/O)."""
+        """Import, configure and build the process's shared client (no network I/O)."""
+        self.configure()
+        if not self.per_caller:
+            self._client(self.build())
+
+    def configure(self) -> None:
+        """Import and configure what ``build()`` needs."""
+
+    def build(self) -> httpx.AsyncClient:
+        """One client, as the documentation builds it."""
+        raise NotImplementedError
+
+    def endpoint(self) -> str:
+        """The URL each call requests."""
+        return self.target.api_endpoint
 
     async def start(self) -> None:
-        """Do what the documentation does before the first API call."""
+        """Do what the documentation does before the first API call (every caller exists)."""
 
     def caller(self) -> AsyncCall:
-        raise NotImplementedError
+        client = self._client(self.build()) if self.per_caller else self._clients[0]
+        return _get(client, self.endpoint())
 
     def measure_token_waits(self) -> None:
         """Time every wait for a token separately, if this client allows it."""
@@ -83,23 +106,27 @@ class TradevestDjango(AsyncClient):
 
     name = "tradevest-django"
 
-    def load(self) -> None:
+    def configure(self) -> None:
         configure_django(self.target)
-        from tradevest_django import get_async_client, get_manager
+        from tradevest_django import get_manager
+
+        self.probe = TradevestProbe(get_manager())
+
+    def build(self) -> httpx.AsyncClient:
+        from tradevest_django import get_async_client
 
         # Its own defaults (base URL, timeouts, transport retries); the pool size as an
         # application would give it to any httpx client.
-        self.client = self._client(get_async_client(limits=self.limits()))
-        self.probe = TradevestProbe(get_manager())
+        return get_async_client(limits=self.limits())
+
+    def endpoint(self) -> str:
+        return API_PATH
 
     def measure_token_waits(self) -> None:
         self.token_waits_ns = self.probe.time_async_token_waits()
 
     def diagnostics(self) -> dict[str, Any]:
         return self.probe.report()
-
-    def caller(self) -> AsyncCall:
-        return _get(self.client, API_PATH)
 
 
 class Authlib(AsyncClient):
@@ -111,29 +138,26 @@ class Authlib(AsyncClient):
 
     name = "authlib"
 
-    def load(self) -> None:
+    def build(self) -> httpx.AsyncClient:
         from authlib.integrations.httpx_client import (  # type: ignore[import-untyped,unused-ignore]
             AsyncOAuth2Client,
         )
 
-        self.client: Any = self._client(
-            AsyncOAuth2Client(
-                self.target.client_id,
-                self.target.client_secret,
-                token_endpoint=self.target.token_url,
-                grant_type="client_credentials",
-                token_endpoint_auth_method="client_secret_post",
-                leeway=self.target.expiry_margin,
-                timeout=timeout(),
-                limits=self.limits(),
-            )
+        client: httpx.AsyncClient = AsyncOAuth2Client(
+            self.target.client_id,
+            self.target.client_secret,
+            token_endpoint=self.target.token_url,
+            grant_type="client_credentials",
+            token_endpoint_auth_method="client_secret_post",
+            leeway=self.target.expiry_margin,
+            timeout=timeout(),
+            limits=self.limits(),
         )
+        return client
 
     async def start(self) -> None:
-        await self.client.fetch_token()
-
-    def caller(self) -> AsyncCall:
-        return _get(self.client, self.target.api_endpoint)
+        for client in self._clients:
+            await client.fetch_token()  # type: ignore[attr-defined]
 
 
 class HttpxAuth(AsyncClient):
@@ -145,10 +169,10 @@ class HttpxAuth(AsyncClient):
 
     name = "httpx-auth"
 
-    def load(self) -> None:
+    def configure(self) -> None:
         from httpx_auth import OAuth2ClientCredentials
 
-        auth = OAuth2ClientCredentials(
+        self.auth = OAuth2ClientCredentials(
             self.target.token_url,
             self.target.client_id,
             self.target.client_secret,
@@ -157,19 +181,21 @@ class HttpxAuth(AsyncClient):
         )
         # Like requests-auth, it sends the credentials only as HTTP Basic; the fake endpoint
         # reads the form, so they go there too (after construction: its cache key is unchanged).
-        auth.data.update(client_id=self.target.client_id, client_secret=self.target.client_secret)
-        self.client = self._client(
-            httpx.AsyncClient(auth=auth, timeout=timeout(), limits=self.limits())
+        self.auth.data.update(
+            client_id=self.target.client_id, client_secret=self.target.client_secret
         )
 
-    def caller(self) -> AsyncCall:
-        return _get(self.client, self.target.api_endpoint)
+    def build(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(auth=self.auth, timeout=timeout(), limits=self.limits())
 
 
 class Baseline(AsyncClient):
     """A bare ``httpx.AsyncClient`` with a fixed bearer header fetched by hand once.
 
-    Only meaningful while that one token lives: the floor for the async overhead scenario.
+    Only meaningful while that one token lives: the floor for the async overhead scenario. It is
+    configured for the API as ``get_async_client()`` is, a ``base_url`` and relative paths:
+    httpx's merging of a relative URL into ``base_url`` costs about 7 % of a loopback call by
+    itself, so a baseline with absolute URLs would charge httpx's URL handling to the token.
     """
 
     name = "baseline"
@@ -185,15 +211,16 @@ class Baseline(AsyncClient):
                 },
             )
         response.raise_for_status()
-        authorization = f"Bearer {response.json()['access_token']}"
-        self.client = self._client(
-            httpx.AsyncClient(
-                headers={"Authorization": authorization}, timeout=timeout(), limits=self.limits()
-            )
+        for client in self._clients:
+            client.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
+
+    def build(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.target.api_url + "/", timeout=timeout(), limits=self.limits()
         )
 
-    def caller(self) -> AsyncCall:
-        return _get(self.client, self.target.api_endpoint)
+    def endpoint(self) -> str:
+        return API_PATH
 
 
 ASYNC_CLIENTS: dict[str, type[AsyncClient]] = {

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from bench.explain import log
 from bench.results import LoopResult, OverheadResult, Params
-from bench.scenarios import overhead, run_loop
+from bench.scenarios import paired_overhead, run_loop
 
 
 def async_fleet(params: Params, clients: Sequence[str]) -> list[LoopResult]:
@@ -34,14 +34,16 @@ def async_fleet(params: Params, clients: Sequence[str]) -> list[LoopResult]:
 
 
 def async_overhead(params: Params, clients: Sequence[str]) -> list[OverheadResult]:
-    """One coroutine, calls one after another; the overhead scenario's rounds and order."""
-    return overhead(params, clients, asynchronous=True)
+    """One coroutine, calls one after another; each round one process, the clients in turns."""
+    return paired_overhead(params, clients)
 
 
 def async_boundary(params: Params, clients: Sequence[str]) -> list[LoopResult]:
     """A few coroutines and a lag ticker on one loop, across expiries, slow token endpoint.
 
-    As in the thread boundary scenario, the first token is fetched before the start line.
+    As in the thread boundary scenario, the first token is fetched before the start line. Each
+    coroutine has its own client: a shared httpx pool makes a few calls wait for a connection
+    whatever the auth (``bench/async_clients.py``), and this scenario measures the token.
     """
     log(
         f"async boundary: {params.boundary_seconds} s, C={params.boundary_coroutines}, "
@@ -61,6 +63,7 @@ def async_boundary(params: Params, clients: Sequence[str]) -> list[LoopResult]:
             measure_token_waits=True,
             connections=params.boundary_coroutines,
             tick=params.tick_ms / 1000,
+            per_caller=True,
         )
         for client in clients
     ]

@@ -31,12 +31,13 @@ def run_loop(
     measure_token_waits: bool = False,
     connections: int | None = None,
     tick: float = 0.0,
+    per_caller: bool = False,
 ) -> LoopResult:
     """``processes`` x ``threads`` callers of one client, ``duration`` seconds, one start line.
 
     With ``connections``, each process is one event loop of ``threads`` coroutines making at
     most ``connections`` calls at once (``bench/async_worker.py``); ``tick`` adds its loop-lag
-    ticker.
+    ticker; ``per_caller`` gives each coroutine its own client.
     """
     key_prefix = f"tvbench-{uuid.uuid4().hex[:12]}"
     began = time.monotonic()
@@ -51,7 +52,7 @@ def run_loop(
             "measure_token_waits": measure_token_waits,
         }
         if connections is not None:
-            job.update(mode="async", connections=connections, tick=tick)
+            job.update(mode="async", connections=connections, tick=tick, per_caller=per_caller)
         results = run_workers([job] * processes, run_seconds=duration, redact=redact)
         # The issue's ideal counts D seconds: token requests are counted in the run's window.
         # Warm-up fetches come before it; after it, only calls that were still in flight when
@@ -189,17 +190,13 @@ def boundary(params: Params, clients: Sequence[str]) -> list[LoopResult]:
     ]
 
 
-def overhead(
-    params: Params, clients: Sequence[str], *, asynchronous: bool = False
-) -> list[OverheadResult]:
+def overhead(params: Params, clients: Sequence[str]) -> list[OverheadResult]:
     """Rounds of one fresh process per client, the order reversed every other round.
 
     Alternating the order makes slow drift of a shared machine hit every client alike; the
-    token lives an hour, so no call meets a refresh. ``asynchronous``: one coroutine on an
-    event loop, through the async clients.
+    token lives an hour, so no call meets a refresh.
     """
-    name = "async overhead" if asynchronous else "overhead"
-    log(f"{name}: {params.rounds} round(s) x {params.overhead_calls} calls")
+    log(f"overhead: {params.rounds} round(s) x {params.overhead_calls} calls")
     results = {client: OverheadResult(client) for client in clients}
     for round_no in range(params.rounds):
         order = list(clients) if round_no % 2 == 0 else list(reversed(clients))
@@ -213,8 +210,6 @@ def overhead(
                     "calls": params.overhead_calls,
                     "warmup": params.overhead_warmup,
                 }
-                if asynchronous:
-                    job.update(mode="async", connections=1)
                 (result,) = run_workers([job], run_seconds=60.0, redact=redact)
                 connections = server.connections_opened
             delete_redis_prefix(params.redis_url, key_prefix)
@@ -231,4 +226,46 @@ def overhead(
             for c in clients
         )
         log(f"  round {round_no + 1}: {medians}")
+    return [results[client] for client in clients]
+
+
+def paired_overhead(params: Params, clients: Sequence[str]) -> list[OverheadResult]:
+    """Rounds of one fresh process running every client in turns (``async_worker.run_paired``).
+
+    The async overhead's method: the clients take turns in blocks of calls on one event loop,
+    so a slower or faster process moves every client's figure alike.
+    """
+    log(f"async overhead: {params.rounds} round(s) x {params.overhead_calls} calls per client")
+    results = {client: OverheadResult(client) for client in clients}
+    for round_no in range(params.rounds):
+        order = list(clients) if round_no % 2 == 0 else list(reversed(clients))
+        key_prefix = f"tvbench-{uuid.uuid4().hex[:12]}"
+        with fake_server(3600) as (server, redact):
+            job = {
+                "client": order[0],
+                "paired": order,
+                "target": target(server, params.redis_url, key_prefix),
+                "calls": params.overhead_calls,
+                "warmup": params.overhead_warmup,
+                "mode": "async",
+            }
+            (result,) = run_workers([job], run_seconds=60.0, redact=redact)
+            connections = server.connections_opened
+        delete_redis_prefix(params.redis_url, key_prefix)
+        for client in clients:
+            each = result["paired"][client]
+            into = results[client]
+            into.round_medians_ns.append(statistics.median(each["samples_ns"]))
+            into.round_cpu_ns.append(each["cpu_ns_per_call"])
+            into.samples_ns.extend(each["samples_ns"])
+            into.not_ok += each["calls"] - each["ok"]
+            into.round_connections.append(connections)  # the server's, for all clients
+        log(
+            f"  round {round_no + 1}: "
+            + ", ".join(
+                f"{c} {results[c].round_medians_ns[-1] / 1e3:.0f} us "
+                f"({results[c].round_cpu_ns[-1] / 1e3:.0f} us CPU)"
+                for c in clients
+            )
+        )
     return [results[client] for client in clients]

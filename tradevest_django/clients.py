@@ -181,7 +181,7 @@ def _client_options(
     manager = get_manager(alias)
     config = manager.config
     auth = TradevestHttpxAuth(alias, manager=manager)
-    hop = _person_hook(auth, validated_requestor_id(requestor_id))
+    person = validated_requestor_id(requestor_id)
     options = dict(options)
     _refuse_unbounded(options.get("timeout", 0))
     connect, read = config.api_timeout
@@ -204,14 +204,16 @@ def _client_options(
             "you give, or give no transport."
         )
     hooks = {name: list(found) for name, found in options.pop("event_hooks", {}).items()}
-    if is_async:
+    if person is not None:  # without a person there is nothing to add or strip on any hop
+        hop = _person_hook(auth, person)
+        if is_async:
 
-        async def async_hop(request: httpx.Request) -> None:
-            hop(request)
+            async def async_hop(request: httpx.Request) -> None:
+                hop(request)
 
-        hooks["request"] = [async_hop, *hooks.get("request", [])]
-    else:
-        hooks["request"] = [hop, *hooks.get("request", [])]
+            hooks["request"] = [async_hop, *hooks.get("request", [])]
+        else:
+            hooks["request"] = [hop, *hooks.get("request", [])]
     return {**client, **options, "event_hooks": hooks}
 
 
@@ -241,13 +243,12 @@ def _user_agent() -> str:
     return f"tradevest-django/{__version__} python-httpx/{httpx.__version__}"
 
 
-def _person_hook(auth: TradevestHttpxAuth, person: str | None) -> Callable[[httpx.Request], None]:
+def _person_hook(auth: TradevestHttpxAuth, person: str) -> Callable[[httpx.Request], None]:
     def hop(request: httpx.Request) -> None:
         # Every request and every redirect hop: the person's id goes to the API host only.
         if auth.is_api_url(request.url):
-            if person is not None:
-                request.headers.setdefault(REQUESTOR_ID_HEADER, person)
-        elif person is not None and request.headers.get(REQUESTOR_ID_HEADER) == person:
+            request.headers.setdefault(REQUESTOR_ID_HEADER, person)
+        elif request.headers.get(REQUESTOR_ID_HEADER) == person:
             del request.headers[REQUESTOR_ID_HEADER]
 
     return hop
