@@ -300,3 +300,56 @@ def test_a_cache_outage_and_its_end_are_logged_exactly(
         "Cache 'default' is reachable again; alias 'default' shares its token through it again.",
     ]
     assert manager.shared.outage is False
+
+
+def test_the_cache_token_shown_allows_for_the_time_calls_take(
+    server: FakeTradevestServer, clock: FakeClock
+) -> None:
+    manager = process(server, CountingCache(), clock)
+    first = manager.get_token()
+    margin = policy.margin(first, manager.config)
+    clock.advance(first.lifetime - margin - 100)  # 100 s of its usable life left
+    assert manager.cached_token() == first
+    manager.observe_in_flight(margin + 150)  # calls take 150 s more than the margin covers
+    assert manager.cached_token() is None  # a token handed out now would arrive expired
+
+
+def test_a_parsed_token_keeps_the_skew_it_is_given() -> None:
+    from tradevest_django.endpoint import parse_token_response
+    from tradevest_django.exceptions import BadTokenResponse
+
+    answer = {"access_token": "abc", "expires_in": 300}
+    assert parse_token_response(answer, issued_at=NOW).skew == 0.0
+    assert parse_token_response(answer, issued_at=NOW, skew=7.5).skew == 7.5
+    with pytest.raises(BadTokenResponse, match="for alias 'reports'"):
+        parse_token_response({"expires_in": 300}, issued_at=NOW, alias="reports")
+
+
+def test_a_cache_outage_names_the_backend_and_where_it_is(
+    server: FakeTradevestServer,
+    clock: FakeClock,
+    settings: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from tradevest_django.manager import TokenManager
+
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "tokens": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://:precise-redis-pw@127.0.0.1:9/0",  # nothing listens there
+        },
+        "unnamed": {"LOCATION": "nowhere"},
+    }
+    for alias, described in [
+        ("tokens", "RedisCache at redis://:***@127.0.0.1:9/0"),
+        ("unnamed", "no BACKEND at nowhere"),
+    ]:
+        caplog.clear()
+        manager = TokenManager.from_options(
+            "default", server.settings(CACHE=alias), clock=clock, sleep=clock.sleep
+        )
+        assert manager.get_token()
+        outage = [r.getMessage() for r in caplog.records if "is unavailable" in r.getMessage()]
+        assert outage and outage[0].startswith(f"Cache {alias!r} ({described}) is unavailable")
+        assert "precise-redis-pw" not in caplog.text

@@ -129,6 +129,29 @@ def test_a_callable_secret_is_read_again_after_a_refusal(
     assert manager.secret_in_use == "CLIENT_SECRET"
 
 
+def test_a_callable_secret_refused_is_read_again_before_the_fallbacks(
+    server: FakeTradevestServer, clock: FakeClock
+) -> None:
+    stale = "rotation-secret-STALE-k8P"
+    values = [stale, OLD]  # rotated where it lives between the first read and the second
+
+    def read_secret() -> str:
+        return values.pop(0) if len(values) > 1 else values[0]
+
+    manager = process(
+        server,
+        CountingCache(),
+        clock,
+        CLIENT_SECRET=read_secret,
+        CLIENT_SECRET_FALLBACKS=["rotation-secret-WRONG-u1L"],
+    )
+    assert manager.get_token()
+    # refused with the value read first, the callable is read again, and its new value is
+    # accepted before any fallback is tried
+    assert secrets_sent(server) == [stale, OLD]
+    assert manager.secret_in_use == "CLIENT_SECRET"
+
+
 @pytest.mark.parametrize(
     ("source", "message"),
     [

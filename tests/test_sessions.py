@@ -80,11 +80,13 @@ def test_other_hosts_never_get_the_token(
 
 
 def test_redirect_within_the_api_keeps_the_token(server: FakeTradevestServer) -> None:
-    with get_session() as session:
+    with get_session(requestor_id=PERSON) as session:
         response = session.get("/redirect", params={"to": server.url + "/landing"})
     assert response.status_code == 200
-    assert server.api_requests[-1].path == "/landing"
-    assert server.api_requests[-1].token == server.issued_tokens[0]
+    landing = server.api_requests[-1]
+    assert landing.path == "/landing"
+    assert landing.token == server.issued_tokens[0]
+    assert landing.headers["Requestor-ID"] == PERSON  # the person's id stays on the API host
 
 
 def test_requestor_id_is_sent_validated_and_not_part_of_the_token(
