@@ -108,6 +108,22 @@ def test_thirty_calls_to_an_api_that_answers_401_cost_at_most_3_token_requests(
     assert "'default'" in cooling[0].getMessage() and "30 s" in cooling[0].getMessage()
 
 
+def test_a_replay_refused_too_is_reported_and_starts_the_cooldown_at_once(
+    tradevest_settings: FakeTradevestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = tradevest_settings
+    caplog.set_level(logging.WARNING, logger="tradevest_django")
+    with get_session() as session:
+        response = session.get("/status/401")
+        # one call: the token, its 401, a fresh token, and the replay's 401 told to the manager
+        assert response.status_code == 401 and len(response.history) == 1
+        assert server.token_request_count == 2
+        assert [r.getMessage() for r in caplog.records if "not replaced for" in r.getMessage()]
+        assert session.get("/status/401").status_code == 401  # cooling down: no replay
+    assert server.token_request_count == 2
+    assert len([r for r in server.api_requests if r.path == "/status/401"]) == 3
+
+
 def test_the_cooldown_is_fleet_wide(tradevest_settings: FakeTradevestServer) -> None:
     server = tradevest_settings
     cache = LocMemCache("rejections-fleet", {})

@@ -121,29 +121,32 @@ class TradevestAuth(AuthBase):
             )
         if status != 401:
             return response
-        manager = self.manager
-        dropped = manager.invalidate(
-            token,
-            reason=f"rejected by the API (401 for {request.method})",
-            server_date=response.headers.get("Date"),
-        )
-        if getattr(request, "_tradevest_replayed", False):
-            # The fresh token was refused too: the caller sees this 401, and the manager has
-            # been told, so that a 401 no token fixes stops costing token requests.
-            return response
-        if not dropped:
+        if not self._reject(token, response):
             return response  # the fleet is cooling down after fresh tokens were rejected
         if not isinstance(request.body, bytes | str | type(None)):
             return response  # a stream cannot be sent twice
         response.content  # noqa: B018 - read the body so the connection returns to the pool
         response.close()
         retry = request.copy()
-        retry._tradevest_replayed = True  # type: ignore[attr-defined]
-        self._authorize(retry, manager.get_token())
+        fresh = self.manager.get_token()
+        self._authorize(retry, fresh)
+        # The adapter's send() runs no hooks: this method does not see the replay's answer.
         new_response: requests.Response = response.connection.send(retry, **kwargs)
         new_response.history.append(response)
         new_response.request = retry
+        if new_response.status_code == 401:
+            # The fresh token was refused too: the caller sees this 401, and the manager is
+            # told, so that a 401 no token fixes stops costing token requests.
+            self._reject(fresh, new_response)
         return new_response
+
+    def _reject(self, token: Token, response: requests.Response) -> bool:
+        """Tell the manager the API refused ``token``; whether it was dropped (replay)."""
+        return self.manager.invalidate(
+            token,
+            reason=f"rejected by the API (401 for {response.request.method})",
+            server_date=response.headers.get("Date"),
+        )
 
 
 class _Retry(Retry):
