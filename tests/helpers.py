@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -51,8 +52,10 @@ def process(server: Any, cache: Any, clock: FakeClock, **options: Any) -> Any:
 class CountingCache:
     """A local-memory cache that records every call made to it."""
 
-    def __init__(self, name: str = "counting") -> None:
-        self.inner = LocMemCache(name, {})
+    def __init__(self, name: str | None = None) -> None:
+        # Local-memory caches of one name share their entries: each test gets its own unless
+        # it asks for a name.
+        self.inner = LocMemCache(name or f"counting-{uuid.uuid4().hex}", {})
         self.calls: Counter[str] = Counter()
         self.timeouts: dict[str, list[Any]] = {}
         self.fail = False
