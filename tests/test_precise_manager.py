@@ -48,6 +48,15 @@ def build(
     return TokenManager.from_options("default", settings, cache=backend, clock=clock, **kwargs)
 
 
+def finished_refresh(manager: TokenManager) -> threading.Thread:
+    """The background refresh the last call started, once it has ended (5 s at most)."""
+    thread = manager._refresh_thread
+    assert thread is not None, "no background refresh was started"
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+    return thread
+
+
 @pytest.fixture
 def server(make_server: ServerFactory, clock: FakeClock) -> FakeTradevestServer:
     return make_server(SECRET, clock=clock)
@@ -187,9 +196,7 @@ def test_aget_token_in_the_refresh_window_returns_the_token_and_refreshes_ahead(
     token = manager.get_token()
     clock.advance(INTO_REFRESH_WINDOW)
     assert asyncio.run(manager.aget_token()) is token
-    thread = manager._refresh_thread
-    assert thread is not None and thread.name == "tradevest-refresh-default"
-    thread.join(timeout=5)
+    assert finished_refresh(manager).name == "tradevest-refresh-default"
     assert server.token_request_count == 2
     assert manager.peek() != token
 
@@ -439,9 +446,7 @@ def test_a_process_that_adopted_a_short_token_refreshes_it_a_tenth_of_its_life_a
     assert reader._refresh_thread is None
     clock.advance(0.2)
     assert reader.get_token() is token
-    thread = reader._refresh_thread
-    assert thread is not None
-    thread.join(timeout=5)
+    finished_refresh(reader)
     assert server.token_request_count == 2
 
 
@@ -469,9 +474,7 @@ def test_slow_calls_bring_the_refresh_ahead_forward_on_the_hot_path(
     assert manager._refresh_thread is None
     manager.observe_in_flight(330)  # a 300 s lead: the window now opens before 2970 s
     assert manager.get_token() is token
-    thread = manager._refresh_thread
-    assert thread is not None
-    thread.join(timeout=5)
+    finished_refresh(manager)
     assert server.token_request_count == 2
 
 
@@ -688,9 +691,7 @@ def _refresh_while_another_worker_holds_the_lock(
     assert holder.shared.acquire_lock(600) is not None  # another worker is fetching
     clock.advance(INTO_REFRESH_WINDOW)
     assert manager.get_token() is token  # starts the refresh ahead, keeps the token
-    thread = manager._refresh_thread
-    assert thread is not None
-    thread.join(timeout=5)
+    thread = finished_refresh(manager)
     assert not thread.is_alive()
     return manager, token, thread
 
@@ -732,9 +733,7 @@ def test_a_failed_refresh_ahead_is_logged_with_the_time_the_token_has_left(
     clock.advance(INTO_REFRESH_WINDOW)
     server.inject(Fault.status(503))
     assert manager.get_token() is token
-    thread = manager._refresh_thread
-    assert thread is not None
-    thread.join(timeout=5)
+    thread = finished_refresh(manager)
     ours = [r for r in caplog.records if r.name == "tradevest_django.manager"]
     assert [r.getMessage() for r in ours if r.levelno == logging.WARNING] == [
         "Refreshing the token of alias 'default' failed (TokenEndpointUnavailable); still using "
@@ -764,9 +763,7 @@ def test_an_unexpected_error_in_the_refresh_ahead_is_logged_and_looked_at_later(
     clock.advance(INTO_REFRESH_WINDOW)
     rng.broken = True  # the next token cannot be scheduled
     assert manager.get_token() is token
-    thread = manager._refresh_thread
-    assert thread is not None
-    thread.join(timeout=5)
+    thread = finished_refresh(manager)
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert [r.getMessage() for r in errors] == [
         "Unexpected error while refreshing the token of alias 'default'."
@@ -1008,7 +1005,5 @@ def test_the_fork_handler_resets_every_live_manager(
     held.release()
     clock.advance(INTO_REFRESH_WINDOW)
     assert manager.get_token() is token
-    thread = manager._refresh_thread
-    assert thread is not None  # the refresh ahead starts again in the child
-    thread.join(timeout=5)
+    finished_refresh(manager)  # the refresh ahead starts again in the child
     assert server.token_request_count == 2
