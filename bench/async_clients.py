@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import httpx
 
-from bench.clients import API_PATH, TIMEOUT, Target, configure_django
+from bench.clients import API_PATH, TIMEOUT, Target, authlib_options, configure_django
 from bench.probe import TradevestProbe
 
 #: Makes one API call; returns the HTTP status seen by the caller.
@@ -144,14 +144,7 @@ class Authlib(AsyncClient):
         )
 
         client: httpx.AsyncClient = AsyncOAuth2Client(
-            self.target.client_id,
-            self.target.client_secret,
-            token_endpoint=self.target.token_url,
-            grant_type="client_credentials",
-            token_endpoint_auth_method="client_secret_post",
-            leeway=self.target.expiry_margin,
-            timeout=timeout(),
-            limits=self.limits(),
+            **authlib_options(self.target), timeout=timeout(), limits=self.limits()
         )
         return client
 

@@ -89,6 +89,18 @@ def configure_django(target: Target) -> None:
     import redis  # noqa: F401
 
 
+def authlib_options(target: Target) -> dict[str, Any]:
+    """authlib's client-credentials options, the same for its requests and httpx clients."""
+    return {
+        "client_id": target.client_id,
+        "client_secret": target.client_secret,
+        "token_endpoint": target.token_url,
+        "grant_type": "client_credentials",
+        "token_endpoint_auth_method": "client_secret_post",
+        "leeway": target.expiry_margin,
+    }
+
+
 class Client:
     """The interface of an adapter; subclasses override ``load``, ``start`` and ``caller``."""
 
@@ -163,15 +175,7 @@ class Authlib(Client):
         )
 
         self.session: Any = self._session(
-            OAuth2Session(
-                self.target.client_id,
-                self.target.client_secret,
-                token_endpoint=self.target.token_url,
-                grant_type="client_credentials",
-                token_endpoint_auth_method="client_secret_post",
-                leeway=self.target.expiry_margin,
-                default_timeout=TIMEOUT,
-            )
+            OAuth2Session(**authlib_options(self.target), default_timeout=TIMEOUT)
         )
 
     def start(self) -> None:
