@@ -48,11 +48,16 @@ STARTUP = 60.0
 class Cli:
     """A running ``python -m <module>``, its stdout and stderr read line by line as they come."""
 
-    def __init__(self, module: str, *args: str, cwd: Path) -> None:
+    def __init__(self, module: str, *args: str, cwd: Path, sigint_ignored: bool = False) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("DJANGO_SETTINGS_MODULE", None)  # a pip user's shell has no settings module
+        command = [sys.executable, "-m", module, *args]
+        if sigint_ignored:
+            # As a shell starts a background job (`... &` in a script): SIGINT ignored, which
+            # exec keeps and Python then leaves alone (no KeyboardInterrupt).
+            command = ["sh", "-c", 'trap "" INT; exec "$@"', "sh", *command]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", module, *args],
+            command,
             cwd=cwd,
             env=env,
             stdout=subprocess.PIPE,
@@ -110,8 +115,10 @@ class Cli:
 def run_cli(tmp_path: Path) -> Iterator[Callable[..., Cli]]:
     started: list[Cli] = []
 
-    def run(*args: str, module: str = "tradevest_django.testing") -> Cli:
-        cli = Cli(module, *args, cwd=tmp_path)
+    def run(
+        *args: str, module: str = "tradevest_django.testing", sigint_ignored: bool = False
+    ) -> Cli:
+        cli = Cli(module, *args, cwd=tmp_path, sigint_ignored=sigint_ignored)
         started.append(cli)
         return cli
 
@@ -175,8 +182,17 @@ def test_the_server_module_runs_it_too_and_ctrl_c_stops_it(run_cli: Callable[...
     assert cli.stderr[-1].endswith(" Stopped.")
 
 
+def test_sigint_stops_it_even_when_started_as_a_background_job(
+    run_cli: Callable[..., Cli],
+) -> None:
+    cli = run_cli("--port", "0", sigint_ignored=True)
+    cli.wait_for(lambda: any("Ctrl-C stops it" in line for line in cli.stderr))
+    assert cli.stop(signal.SIGINT) == 0
+    assert cli.stderr[-1].endswith(" Stopped.")
+
+
 def test_a_busy_port_is_named_with_the_way_out(capsys: pytest.CaptureFixture[str]) -> None:
-    handler = signal.getsignal(signal.SIGTERM)
+    handlers = [signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)]
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -184,7 +200,8 @@ def test_a_busy_port_is_named_with_the_way_out(capsys: pytest.CaptureFixture[str
         assert main(["--port", str(port)]) == 1
     err = capsys.readouterr().err
     assert f"Cannot listen on 127.0.0.1:{port}" in err and "--port (0 picks a free one)" in err
-    assert signal.getsignal(signal.SIGTERM) == handler  # left as it was
+    # Left as they were.
+    assert [signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)] == handlers
 
 
 @pytest.mark.parametrize(

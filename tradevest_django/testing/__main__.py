@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from tradevest_django.testing.server import FakeTradevestServer
 
 logger = logging.getLogger("tradevest_django.testing")
+#: The signals that stop the server (exit status 0).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _milliseconds(text: str) -> float:
@@ -100,8 +102,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         logger.removeHandler(handler)
         return 1
-    # SIGTERM (a process manager, `kill`) stops the server the way Ctrl-C does.
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # SIGTERM (a process manager, `kill`) stops the server the way Ctrl-C does. SIGINT is set
+    # too: a shell starts a background job (`... &` in a script, CI) with SIGINT ignored, and
+    # Python then never raises KeyboardInterrupt, so `kill -INT` would do nothing.
+    previous = {
+        signum: signal.signal(signum, signal.default_int_handler) for signum in STOP_SIGNALS
+    }
     try:
         print("# The fake Tradevest server: paste these lines into your .env", flush=True)
         print("\n".join(env_lines(server)), flush=True)
@@ -116,7 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         pass
     finally:
         server.stop()
-        signal.signal(signal.SIGTERM, previous)
+        for signum, disposition in previous.items():
+            signal.signal(signum, disposition)
         logger.info("Stopped.")
         logger.removeHandler(handler)
     return 0
