@@ -950,7 +950,7 @@ def test_moving_to_a_fallback_and_back_to_client_secret_is_logged(
     clock.advance(31)  # and so has FAILURE_COOLDOWN
     manager.get_token()
     assert manager.secret_in_use == "CLIENT_SECRET"
-    ours = [r for r in caplog.records if r.name == "tradevest_django.manager"]
+    ours = [r for r in caplog.records if r.name == "tradevest_django.rotation"]
     moves = [r.getMessage() for r in ours if "uses" in r.getMessage()]
     assert moves == [
         "Alias 'default' now uses CLIENT_SECRET_FALLBACKS[0]: Tradevest refused CLIENT_SECRET "

@@ -29,22 +29,21 @@ import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any
 
 from django.core.cache import BaseCache
 
 from . import failures, policy, rejections, signals, telemetry
 from .conf import AliasConfig
 from .endpoint import FetchResult, TokenEndpoint, clock_skew
-from .exceptions import InvalidClient, TradevestError
+from .exceptions import TradevestError
 from .policy import Adopt, Fail, NothingYet, Phase, Schedule
 from .rejections import Rejection, Verdict
-from .secrets import Secret, Secrets
+from .rotation import SecretRotation
 from .shared import SharedState
 from .tokens import Token
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 #: The largest in-flight allowance, as a share of the token's lifetime.
 LEAD_SHARE = 0.1
 
@@ -86,18 +85,14 @@ class TokenManager:
         self._rng = rng or random.Random()
         self._rng_injected = rng is not None
         self.endpoint = TokenEndpoint(config, clock=self._clock, sleep=self._sleep, rng=self._rng)
-        self._cache = cache
-        self.secrets = Secrets(config)
-        self._shared: dict[str, SharedState] = {}
-        #: The secret whose keys this process reads and writes, and that obtained its token.
-        self._secret: Secret | None = None if self.secrets.rotating else self.secrets.read(0)
+        #: Which secret is in use, its cache keys, and what is remembered of each secret.
+        self._rotation = SecretRotation(config, cache)
+        self.secrets = self._rotation.secrets
         self._state: Schedule | None = None
         self._skew = 0.0
         self._fetch_duration = 0.0
         #: How long a token handed out may take to reach the API (see observe_in_flight).
         self._lead = 0.0
-        #: The endpoint's last failure, per secret (fingerprint), for when the cache is down.
-        self._failures: dict[str, dict[str, Any]] = {}
         self._rejection: Rejection | None = None
         self._init_locks()
         #: When this process last obtained a new token, and the last error it met (status page).
@@ -134,8 +129,7 @@ class TokenManager:
     @property
     def shared(self) -> SharedState:
         """The cache side of the secret in use (reading a callable secret the first time)."""
-        secret = self._secret or self.secrets.read(0)
-        return self._shared_for(secret)
+        return self._rotation.shared
 
     @property
     def secret_in_use(self) -> str | None:
@@ -143,15 +137,8 @@ class TokenManager:
 
         ``None`` before the first token of a callable secret. Never the secret itself.
         """
-        return self._secret.setting if self._secret is not None else None
-
-    def _shared_for(self, secret: Secret) -> SharedState:
-        shared = self._shared.get(secret.fingerprint)
-        if shared is None:
-            shared = self._shared[secret.fingerprint] = SharedState(
-                self.config, self._cache, secret
-            )
-        return shared
+        secret = self._rotation.secret
+        return secret.setting if secret is not None else None
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -274,8 +261,8 @@ class TokenManager:
         ignored and cleared.
         """
         with self._lock:
-            self._failures.clear()
-            return self._each_secret(self._refresh_with)
+            self._rotation.failures.clear()
+            return self._rotation.each(self._refresh_with)
 
     def _refresh_with(self) -> Token:
         token = self._fetch_and_share()
@@ -393,97 +380,11 @@ class TokenManager:
     def _obtain(self, *, background: bool) -> Token | None:
         """Adopt a newer shared token, or fetch one under the fleet lock, secret by secret.
 
-        With one secret, that secret. With fallbacks or a callable: the one the fleet last got
-        a token with first (or ``CLIENT_SECRET``, once per ``PRIMARY_SECRET_RETRY``), then the
-        others in their configured order, each time Tradevest refuses one (``invalid_client``).
-        A callable is read again after a refusal. Returns ``None`` only in the background, when
-        there is nothing to do yet.
+        The secrets are tried in :meth:`SecretRotation.each`'s order, the next one each time
+        Tradevest refuses one (``invalid_client``). Returns ``None`` only in the background,
+        when there is nothing to do yet.
         """
-        return self._each_secret(lambda: self._obtain_with(background=background))
-
-    def _each_secret(self, attempt: Callable[[], T]) -> T:
-        """Run ``attempt`` with the secret in use; after ``invalid_client``, with the next one."""
-        if not self.secrets.rotating:
-            return attempt()
-        order = self._secrets_to_try()
-        refused: InvalidClient | None = None
-        refused_until = 0.0
-        tried: set[str] = set()
-        while order:
-            secret = order.pop(0)
-            if secret.fingerprint in tried:
-                continue
-            tried.add(secret.fingerprint)
-            if refused is not None and self._refusal_until(secret) < refused_until:
-                # The secret just refused was accepted until more recently than this one was
-                # refused: Tradevest's set of secrets has changed since (an activation), and
-                # what the fleet remembers of this one is stale. Ask again rather than fail
-                # every call until it expires.
-                self._failures.pop(secret.fingerprint, None)
-                self._shared_for(secret).forget_failure()
-            self._use(secret)
-            try:
-                return attempt()
-            except InvalidClient as err:
-                refused = err
-                refused_until = self._refusal_until(secret)
-                if secret.position == 0:
-                    # Tried just now: the next try of CLIENT_SECRET is PRIMARY_SECRET_RETRY away.
-                    self.shared.claim_primary_retry(self.config.primary_secret_retry)
-                if self.secrets.is_callable(secret.position):
-                    order.insert(0, self.secrets.read(secret.position))  # rotated meanwhile?
-        assert refused is not None  # every secret was tried; the last refusal explains
-        raise refused
-
-    def _refusal_until(self, secret: Secret) -> float:
-        """When the refusal remembered for ``secret`` expires (0 without one): the later, the
-        more recent the refusal (every refusal is remembered for FAILURE_COOLDOWN)."""
-        remembered = (
-            self._failures.get(secret.fingerprint),
-            self._shared_for(secret).snapshot().failure,
-        )
-        return max(
-            (
-                float(failure["until"])
-                for failure in remembered
-                if isinstance(failure, dict)
-                and failure.get("kind") == "refused"
-                and isinstance(failure.get("until"), int | float)
-            ),
-            default=0.0,
-        )
-
-    def _secrets_to_try(self) -> list[Secret]:
-        """The candidates in the order to try them (the fleet's working secret first)."""
-        candidates = self.secrets.candidates()
-        primary = candidates[0]
-        working_fingerprint = self._shared_for(primary).working_secret()
-        working = next((s for s in candidates if s.fingerprint == working_fingerprint), primary)
-        rest = [s for s in candidates if s is not working]
-        if working is not primary and self._shared_for(primary).claim_primary_retry(
-            self.config.primary_secret_retry
-        ):
-            return [primary, working, *[s for s in rest if s is not primary]]
-        return [working, *rest]
-
-    def _use(self, secret: Secret) -> None:
-        """Read and write the keys of ``secret`` from now on; say so when that changes."""
-        before = self._secret
-        self._secret = secret
-        if before is None or before.position == secret.position:
-            return
-        if secret.position == 0:
-            logger.info(
-                "Alias %r uses CLIENT_SECRET again (it was using %s).", self.alias, before.setting
-            )
-        else:
-            logger.warning(
-                "Alias %r now uses %s: Tradevest refused %s (invalid_client). Finish the "
-                "rotation: once Tradevest accepts CLIENT_SECRET, drop the fallback.",
-                self.alias,
-                secret.setting,
-                before.setting,
-            )
+        return self._rotation.each(lambda: self._obtain_with(background=background))
 
     def _obtain_with(self, *, background: bool) -> Token | None:
         """:meth:`_obtain` for the secret in use."""
@@ -545,7 +446,7 @@ class TokenManager:
     def _next_step(self, current: Token | None, *, waiting: bool = False) -> policy.Step:
         return policy.next_step(
             self.shared.snapshot(),
-            self._failures.get(self._secret.fingerprint) if self._secret else None,
+            self._rotation.failure,
             current,
             self._now() + self._lead,
             self.config,
@@ -553,7 +454,7 @@ class TokenManager:
         )
 
     def _fetch_and_share(self) -> Token:
-        secret = self._secret or self.secrets.read(0)
+        secret = self._rotation.secret or self.secrets.read(0)
         try:
             result = self.endpoint.fetch(secret)
         except TradevestError as err:
@@ -576,15 +477,16 @@ class TokenManager:
             self._skew = result.skew
         self._fetch_duration = result.duration
         token = replace(result.token, skew=self._skew)
-        if self._secret is not None:
-            self._failures.pop(self._secret.fingerprint, None)
+        secret = self._rotation.secret
+        if secret is not None:
+            self._rotation.failures.pop(secret.fingerprint, None)
         self.last_refresh = datetime.now(timezone.utc)
         self._adopt(token)
         self.shared.store_token(
             token, timeout=policy.usable_until(token, self.config) - self._now()
         )
-        if self.secrets.rotating and self._secret is not None:
-            self.shared.remember_working_secret(self._secret.fingerprint)
+        if self.secrets.rotating and secret is not None:
+            self.shared.remember_working_secret(secret.fingerprint)
         self.shared.record_status(
             last_refresh=self.last_refresh.isoformat(timespec="seconds"),
             last_fingerprint=token.fingerprint,
@@ -668,8 +570,9 @@ class TokenManager:
             return
         failure, cooldown = record
         failure["until"] = self._now() + cooldown
-        if self._secret is not None:
-            self._failures[self._secret.fingerprint] = failure
+        secret = self._rotation.secret
+        if secret is not None:
+            self._rotation.failures[secret.fingerprint] = failure
         self.shared.remember_failure(failure, timeout=cooldown)
 
     # -- time ----------------------------------------------------------------------------------
