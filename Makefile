@@ -75,7 +75,7 @@ bench-smoke: $(VENV)/.installed-bench
 	$(BIN)/python bench/run.py --smoke $(ARGS)
 
 # Mutation testing of the token path (configuration: [tool.mutmut] in pyproject.toml). Not part
-# of `make test`: about an hour on 2 cores. mypy (on PATH) first discards the mutants that break
+# of `make test`: about 20 minutes on 2 cores. mypy (on PATH) first discards the mutants that break
 # the types; the report lands in build/mutation.md (docs/reliability.md, "Mutation score").
 mutate: $(VENV)/.installed-test
 	$(BIN)/python -m pip install --quiet "mutmut>=3.8,<4"
