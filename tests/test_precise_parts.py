@@ -628,6 +628,13 @@ def test_an_unknown_scheme_without_a_port_gets_port_zero() -> None:
     assert origin("https://api.example.com/x") == ("https", "api.example.com", 443)
 
 
+@pytest.mark.parametrize("url", ["not a url", "http://host:port/", "http://[unclosed/"])
+def test_a_url_that_cannot_be_parsed_has_no_origin_and_is_never_the_api_host(url: str) -> None:
+    assert origin(url) is None
+    assert ApiHost("https://api.example.com").matches(url) is False
+    assert repr(ApiHost(url)) == "<ApiHost none>"
+
+
 def test_without_an_api_url_no_url_is_the_api_host() -> None:
     assert ApiHost(None).matches("https://api.example.com/prices") is False
     host = ApiHost("https://api.example.com")

@@ -89,6 +89,19 @@ def test_redirect_within_the_api_keeps_the_token(server: FakeTradevestServer) ->
     assert landing.headers["Requestor-ID"] == PERSON  # the person's id stays on the API host
 
 
+@pytest.mark.parametrize("location", ["http://api.example.com:port/", "http://host:99999/"])
+def test_a_redirect_to_an_unparsable_location_is_returned_as_it_came(
+    server: FakeTradevestServer, location: str
+) -> None:
+    # A plain requests session returns these; the check for the API host must not raise.
+    with get_session(requestor_id=PERSON) as session:
+        response = session.get("/redirect", params={"to": location}, allow_redirects=False)
+    assert response.status_code == 302
+    assert response.headers["Location"] == location
+    # Not the API host: a copy of the request made to follow it would not carry the person.
+    assert "Requestor-ID" not in response.request.headers
+
+
 def test_requestor_id_is_sent_validated_and_not_part_of_the_token(
     server: FakeTradevestServer,
 ) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 
+from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
 
 REQUESTOR_ID_HEADER = "Requestor-ID"
@@ -15,10 +16,17 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def origin(url: str | None) -> tuple[str, str, int] | None:
-    """``(scheme, host, port)`` of ``url``, lower-cased, with the default port filled in."""
+    """``(scheme, host, port)`` of ``url``, lower-cased, with the default port filled in.
+
+    ``None`` when ``url`` names no host, or none that can be parsed (a redirect's ``Location``
+    comes from the server): such a URL is never the API host.
+    """
     if not url:
         return None
-    parts = parse_url(url)
+    try:
+        parts = parse_url(url)
+    except LocationParseError:
+        return None
     if not parts.scheme or not parts.host:
         return None
     scheme = parts.scheme.lower()
