@@ -1,7 +1,9 @@
-"""Small test doubles: a clock that moves only when told, and a cache that counts its calls."""
+"""Small test doubles: a clock that moves only when told, a cache that counts its calls, and
+a few process and port helpers."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import threading
 import time
@@ -90,3 +92,10 @@ def stop_process(process: subprocess.Popen[Any], grace: float = 5.0) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now (connections to it are refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

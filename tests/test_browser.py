@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import free_port
 from tradevest_django.testing import FakeTradevestServer, Fault
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -53,12 +53,6 @@ def browser() -> Iterator[Any]:
         instance.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def example_site(tmp_path: Path) -> Iterator[tuple[str, str, FakeTradevestServer]]:
     """The example project on runserver against a fake Tradevest: (url, staff password, fake)."""
@@ -92,7 +86,7 @@ def example_site(tmp_path: Path) -> Iterator[tuple[str, str, FakeTradevestServer
             .stdout.strip()
             .splitlines()[-1]
         )  # Django 5.2's shell may print a line first
-        port = _free_port()
+        port = free_port()
         log = (tmp_path / "runserver.log").open("wb")
         server = subprocess.Popen(
             [*manage, "runserver", "--noreload", f"127.0.0.1:{port}"],

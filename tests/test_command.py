@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -18,7 +17,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from tests.cmd_project import manage
-from tests.helpers import ServerFactory
+from tests.helpers import ServerFactory, free_port
 from tradevest_django import api
 from tradevest_django.management.commands.tradevest_token import JSON_KEYS, Command
 from tradevest_django.testing import FakeTradevestServer, Fault, delete_redis_prefix
@@ -403,15 +402,8 @@ def test_a_fallback_secret_in_use_is_shown_but_never_the_secret(
 # -- the deploy check: how each alias's token is shared (--strict) ------------------------------
 
 
-def closed_port() -> int:
-    """A loopback port nothing listens on (it was free a moment ago)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def dead_redis_location() -> str:
-    return f"redis://:{REDIS_PASSWORD}@127.0.0.1:{closed_port()}/0"
+    return f"redis://:{REDIS_PASSWORD}@127.0.0.1:{free_port()}/0"
 
 
 REDIS = "django.core.cache.backends.redis.RedisCache"
@@ -533,7 +525,7 @@ def test_strict_reports_a_failed_token_and_an_unshared_cache_together(
 def test_the_location_of_an_unreachable_cache_never_shows_a_password(
     settings: Any, configured: FakeTradevestServer
 ) -> None:
-    port = closed_port()
+    port = free_port()
     settings.CACHES = {
         "default": {
             "BACKEND": REDIS,

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from urllib.parse import parse_qs
 
 import pytest
 import requests
 
-from tests.helpers import FakeClock, ServerFactory
+from tests.helpers import FakeClock, ServerFactory, free_port
 from tradevest_django import __version__
 from tradevest_django.conf import AliasConfig
 from tradevest_django.endpoint import TokenEndpoint, describe_cause, parse_token_response
@@ -184,9 +183,7 @@ def test_retries_are_bounded_in_total_time(server: FakeTradevestServer) -> None:
 
 
 def test_connection_refused_is_unavailable() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     clock = FakeClock()
     config = AliasConfig.from_dict(
         "default",

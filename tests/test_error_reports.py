@@ -7,7 +7,6 @@ messages are clean: no frame of the package may hold the secret (or a token) at 
 from __future__ import annotations
 
 import json
-import socket
 import sys
 from collections.abc import Callable, Iterator
 from types import TracebackType
@@ -17,7 +16,7 @@ import pytest
 from django.test import override_settings
 from django.views.debug import ExceptionReporter
 
-from tests.helpers import CountingCache, FakeClock, ServerFactory
+from tests.helpers import CountingCache, FakeClock, ServerFactory, free_port
 from tradevest_django.exceptions import (
     BadTokenResponse,
     InvalidClient,
@@ -34,12 +33,6 @@ FOREIGN_TOKEN = "tvfake_in_an_oversized_answer_QmX81"
 @pytest.fixture
 def server(make_server: ServerFactory) -> FakeTradevestServer:
     return make_server(SECRET)
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def manager_for(server: FakeTradevestServer, **options: object) -> TokenManager:
@@ -65,7 +58,7 @@ def invalid_client(server: FakeTradevestServer) -> TokenManager:
 
 
 def refused_connection(server: FakeTradevestServer) -> TokenManager:
-    return manager_for(server, AUTH_URL=f"http://127.0.0.1:{closed_port()}")
+    return manager_for(server, AUTH_URL=f"http://127.0.0.1:{free_port()}")
 
 
 def endless_503(server: FakeTradevestServer) -> TokenManager:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-import socket
 import uuid
 
 import pytest
 
 from tests.fleet import run_fleet
-from tests.helpers import ServerFactory
+from tests.helpers import ServerFactory, free_port
 from tradevest_django.testing import FakeTradevestServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -120,9 +119,7 @@ def test_invalid_client_in_many_processes_is_bounded(
 def test_unreachable_redis_still_gives_tokens(
     settings: object, tradevest_settings: FakeTradevestServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     settings.CACHES = {  # type: ignore[attr-defined]
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",

@@ -48,12 +48,11 @@ def test_redis_tests_fail_under_ci_and_skip_elsewhere(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, ci: str, outcome: dict[str, int]
 ) -> None:
     """Without Redis, a test that needs it fails under CI=true and skips (saying how) elsewhere."""
-    import socket
     from pathlib import Path
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed = sock.getsockname()[1]
+    from tests.helpers import free_port
+
+    closed = free_port()
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parent.parent))
     monkeypatch.setenv("TRADEVEST_TEST_REDIS_URL", f"redis://127.0.0.1:{closed}/0")
     monkeypatch.setenv("CI", ci)

@@ -27,7 +27,7 @@ import pytest
 import requests
 import requests.adapters
 
-from tests.helpers import CountingCache, FakeClock, ServerFactory, process
+from tests.helpers import CountingCache, FakeClock, ServerFactory, free_port, process
 from tradevest_django import TradevestAuth, failures, get_session, policy, signals
 from tradevest_django.api import get_manager
 from tradevest_django.apihost import ApiHost, origin, validated_requestor_id
@@ -420,9 +420,7 @@ def test_a_retried_response_records_each_attempt(
 def test_an_unreachable_api_names_its_host_and_path_after_the_retries(
     settings: Any, api: FakeTradevestServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     configure(settings, api, API_URL=f"http://127.0.0.1:{port}/v1", API_RETRIES=1)
     with get_session() as session, pytest.raises(requests.ConnectionError) as err:
         session.get("/prices")

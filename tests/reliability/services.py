@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 
 import pytest
 
-from tests.helpers import stop_process
+from tests.helpers import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 POSTGRES_DSN = os.environ.get(
@@ -40,13 +40,6 @@ def unavailable(message: str) -> NoReturn:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"required under CI=true: {message}")
     pytest.skip(message)
-
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ServiceError(RuntimeError):
