@@ -261,7 +261,7 @@ class TokenManager:
         ignored and cleared.
         """
         with self._lock:
-            self._rotation.failures.clear()
+            self._rotation.forget_all_failures()
             return self._rotation.each(self._refresh_with)
 
     def _refresh_with(self) -> Token:
@@ -454,9 +454,8 @@ class TokenManager:
         )
 
     def _fetch_and_share(self) -> Token:
-        secret = self._rotation.secret or self.secrets.read(0)
         try:
-            result = self.endpoint.fetch(secret)
+            result = self.endpoint.fetch(self._rotation.current)
         except TradevestError as err:
             self._remember(err)
             self.last_error = err
@@ -477,16 +476,13 @@ class TokenManager:
             self._skew = result.skew
         self._fetch_duration = result.duration
         token = replace(result.token, skew=self._skew)
-        secret = self._rotation.secret
-        if secret is not None:
-            self._rotation.failures.pop(secret.fingerprint, None)
+        self._rotation.forget_failure()
         self.last_refresh = datetime.now(timezone.utc)
         self._adopt(token)
         self.shared.store_token(
             token, timeout=policy.usable_until(token, self.config) - self._now()
         )
-        if self.secrets.rotating and secret is not None:
-            self.shared.remember_working_secret(secret.fingerprint)
+        self._rotation.mark_working()
         self.shared.record_status(
             last_refresh=self.last_refresh.isoformat(timespec="seconds"),
             last_fingerprint=token.fingerprint,
@@ -570,9 +566,7 @@ class TokenManager:
             return
         failure, cooldown = record
         failure["until"] = self._now() + cooldown
-        secret = self._rotation.secret
-        if secret is not None:
-            self._rotation.failures[secret.fingerprint] = failure
+        self._rotation.remember_failure(failure)
         self.shared.remember_failure(failure, timeout=cooldown)
 
     # -- time ----------------------------------------------------------------------------------

@@ -36,17 +36,41 @@ class SecretRotation:
         #: The secret whose keys this process reads and writes, and that obtained its token.
         self.secret: Secret | None = None if self.secrets.rotating else self.secrets.read(0)
         #: The endpoint's last failure, per secret (fingerprint), for when the cache is down.
-        self.failures: dict[str, dict[str, Any]] = {}
+        self._failures: dict[str, dict[str, Any]] = {}
+
+    @property
+    def current(self) -> Secret:
+        """The secret in use (``CLIENT_SECRET``, read now, before a callable's first token)."""
+        return self.secret or self.secrets.read(0)
 
     @property
     def shared(self) -> SharedState:
-        """The cache side of the secret in use (reading a callable secret the first time)."""
-        return self.shared_for(self.secret or self.secrets.read(0))
+        """The cache side of the secret in use."""
+        return self.shared_for(self.current)
 
     @property
     def failure(self) -> dict[str, Any] | None:
         """The failure this process remembers for the secret in use."""
-        return self.failures.get(self.secret.fingerprint) if self.secret else None
+        return self._failures.get(self.secret.fingerprint) if self.secret else None
+
+    def remember_failure(self, failure: dict[str, Any]) -> None:
+        """Remember the endpoint's failure for the secret in use."""
+        if self.secret is not None:
+            self._failures[self.secret.fingerprint] = failure
+
+    def forget_failure(self) -> None:
+        """Forget the failure remembered for the secret in use (it just got a token)."""
+        if self.secret is not None:
+            self._failures.pop(self.secret.fingerprint, None)
+
+    def forget_all_failures(self) -> None:
+        """Forget what this process remembers of every secret (an explicit refresh)."""
+        self._failures.clear()
+
+    def mark_working(self) -> None:
+        """Tell the fleet that the secret in use just got a token: it is tried first from now."""
+        if self.secrets.rotating and self.secret is not None:
+            self.shared.remember_working_secret(self.secret.fingerprint)
 
     def shared_for(self, secret: Secret) -> SharedState:
         shared = self._shared.get(secret.fingerprint)
@@ -79,7 +103,7 @@ class SecretRotation:
                 # refused: Tradevest's set of secrets has changed since (an activation), and
                 # what the fleet remembers of this one is stale. Ask again rather than fail
                 # every call until it expires.
-                self.failures.pop(secret.fingerprint, None)
+                self._failures.pop(secret.fingerprint, None)
                 self.shared_for(secret).forget_failure()
             self._use(secret)
             try:
@@ -99,7 +123,7 @@ class SecretRotation:
         """When the refusal remembered for ``secret`` expires (0 without one): the later, the
         more recent the refusal (every refusal is remembered for FAILURE_COOLDOWN)."""
         remembered = (
-            self.failures.get(secret.fingerprint),
+            self._failures.get(secret.fingerprint),
             self.shared_for(secret).snapshot().failure,
         )
         return max(
