@@ -100,10 +100,6 @@ EQUIVALENT: dict[str, str] = {
         "The default `waiting=False` becomes `True`: it only turns `TakeLock` into `NothingYet` "
         "while the lock is held, and the callers that use the default treat both alike."
     ),
-    f"{_M}manager.xǁTokenManagerǁ_fetch_and_share__mutmut_4": (
-        "A fallback that never runs: a fetch always has a secret in use (set at construction, "
-        "or by `SecretRotation` before each attempt while rotating)."
-    ),
     f"{_M}rotation.xǁSecretRotationǁeach__mutmut_5": (
         "The initial `refused_until` is never read: it is compared only once `refused` is set, "
         "and both are assigned together."
